@@ -1,0 +1,1 @@
+"""Command-line entry points: argparse, logging setup and `trio.run`, nothing else."""

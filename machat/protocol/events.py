@@ -1,0 +1,160 @@
+"""What the server says to a client: small frozen event classes.
+
+The server builds events; `machat.protocol.formatting` turns them into the bytes of
+the text or the JSON wire format. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .errors import ErrorCode
+
+__all__ = [
+    "Broadcast",
+    "Error",
+    "Event",
+    "GroupMessage",
+    "History",
+    "Info",
+    "Join",
+    "Leave",
+    "Members",
+    "Message",
+    "Nick",
+    "Private",
+    "RoomList",
+    "Sent",
+    "Users",
+    "Welcome",
+]
+
+
+@attrs.frozen
+class Welcome:
+    """Sent once, right after a handshake is accepted."""
+
+    name: str
+    room: str
+    motd: str = ""
+
+
+@attrs.frozen
+class Message:
+    """A line said in a room. ``id`` increases per room; ``ts`` is unix seconds."""
+
+    room: str
+    sender: str
+    text: str
+    id: int
+    ts: float
+
+
+@attrs.frozen
+class Join:
+    room: str
+    name: str
+
+
+@attrs.frozen
+class Leave:
+    room: str
+    name: str
+    reason: str = ""
+
+
+@attrs.frozen
+class Nick:
+    old: str
+    new: str
+
+
+@attrs.frozen
+class Info:
+    """A free-form notice (``* text``)."""
+
+    text: str
+
+
+@attrs.frozen
+class Error:
+    code: ErrorCode
+    message: str
+
+
+@attrs.frozen
+class Private:
+    sender: str
+    text: str
+    ts: float
+
+
+@attrs.frozen
+class GroupMessage:
+    group: str
+    sender: str
+    text: str
+    ts: float
+
+
+@attrs.frozen
+class Broadcast:
+    sender: str
+    text: str
+    ts: float
+
+
+@attrs.frozen
+class Sent:
+    """Confirms to the sender of a private message who received it."""
+
+    targets: tuple[str, ...]
+
+
+@attrs.frozen
+class Users:
+    """Everyone online (``/list``)."""
+
+    names: tuple[str, ...]
+
+
+@attrs.frozen
+class Members:
+    """The members of one room (``/who``)."""
+
+    room: str
+    names: tuple[str, ...]
+
+
+@attrs.frozen
+class RoomList:
+    """Rooms with their member counts (``/rooms``)."""
+
+    rooms: tuple[tuple[str, int], ...]
+
+
+@attrs.frozen
+class History:
+    """Past messages of a room, oldest first (``/history`` or the handshake's ``history``)."""
+
+    room: str
+    messages: tuple[Message, ...]
+
+
+Event = (
+    Welcome
+    | Message
+    | Join
+    | Leave
+    | Nick
+    | Info
+    | Error
+    | Private
+    | GroupMessage
+    | Broadcast
+    | Sent
+    | Users
+    | Members
+    | RoomList
+    | History
+)

@@ -1,0 +1,125 @@
+"""Turn server events into wire bytes, in the text or the JSON format.
+
+Text format (one line each, MaChat-compatible for room messages):
+
+- room message: ``<name>:<text>``
+- notice: ``* <text>``
+- error: ``! ERROR <code> <text>``
+
+JSON format: one object per line with a ``type`` key (docs/PROTOCOL.md).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import events as ev
+
+__all__ = ["Format", "encode", "encode_json", "encode_text", "format_time"]
+
+
+class Format(enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def format_time(ts: float) -> str:
+    """``2026-11-21 14:03:07``: the UTC time of a unix timestamp, to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def _line(text: str) -> bytes:
+    return (text + "\n").encode("utf-8")
+
+
+def _message_text(m: ev.Message) -> str:
+    return f"{m.sender}:{m.text}"
+
+
+def _message_json(m: ev.Message) -> dict[str, Any]:
+    return {"type": "message", "room": m.room, "from": m.sender, "text": m.text, "id": m.id, "ts": m.ts}
+
+
+def _history_text(h: ev.History) -> str:
+    if not h.messages:
+        return f"* no history in {h.room}"
+    return "\n".join(f"* [{format_time(m.ts)}] {_message_text(m)}" for m in h.messages)
+
+
+def _leave_text(e: ev.Leave) -> str:
+    suffix = f" ({e.reason})" if e.reason else ""
+    return f"* {e.name} left {e.room}{suffix}"
+
+
+def _welcome_text(e: ev.Welcome) -> str:
+    text = f"* Welcome {e.name}! You are in room {e.room}. Type /help for commands."
+    if e.motd:
+        text += f"\n* {e.motd}"
+    return text
+
+
+_TEXT: dict[type, Callable[[Any], str]] = {
+    ev.Welcome: _welcome_text,
+    ev.Message: _message_text,
+    ev.Join: lambda e: f"* {e.name} joined {e.room}",
+    ev.Leave: _leave_text,
+    ev.Nick: lambda e: f"* {e.old} is now known as {e.new}",
+    ev.Info: lambda e: f"* {e.text}",
+    ev.Error: lambda e: f"! ERROR {int(e.code)} {e.message}",
+    ev.Private: lambda e: f"[private] {e.sender}:{e.text}",
+    ev.GroupMessage: lambda e: f"[{e.group}] {e.sender}:{e.text}",
+    ev.Broadcast: lambda e: f"[all] {e.sender}:{e.text}",
+    ev.Sent: lambda e: f"* sent to {', '.join(e.targets)}",
+    ev.Users: lambda e: f"* users: {', '.join(e.names)}",
+    ev.Members: lambda e: f"* {e.room}: {', '.join(e.names)}",
+    ev.RoomList: lambda e: "* rooms: " + ", ".join(f"{r} ({n})" for r, n in e.rooms),
+    ev.History: _history_text,
+}
+
+_JSON: dict[type, Callable[[Any], dict[str, Any]]] = {
+    ev.Welcome: lambda e: {"type": "welcome", "name": e.name, "room": e.room, "motd": e.motd},
+    ev.Message: _message_json,
+    ev.Join: lambda e: {"type": "join", "room": e.room, "name": e.name},
+    ev.Leave: lambda e: {"type": "leave", "room": e.room, "name": e.name, "reason": e.reason},
+    ev.Nick: lambda e: {"type": "nick", "old": e.old, "new": e.new},
+    ev.Info: lambda e: {"type": "info", "text": e.text},
+    ev.Error: lambda e: {"type": "error", "code": int(e.code), "message": e.message},
+    ev.Private: lambda e: {"type": "private", "from": e.sender, "text": e.text, "ts": e.ts},
+    ev.GroupMessage: lambda e: {
+        "type": "group",
+        "group": e.group,
+        "from": e.sender,
+        "text": e.text,
+        "ts": e.ts,
+    },
+    ev.Broadcast: lambda e: {"type": "broadcast", "from": e.sender, "text": e.text, "ts": e.ts},
+    ev.Sent: lambda e: {"type": "sent", "to": list(e.targets)},
+    ev.Users: lambda e: {"type": "users", "names": list(e.names)},
+    ev.Members: lambda e: {"type": "members", "room": e.room, "names": list(e.names)},
+    ev.RoomList: lambda e: {
+        "type": "rooms",
+        "rooms": [{"room": r, "members": n} for r, n in e.rooms],
+    },
+    ev.History: lambda e: {
+        "type": "history",
+        "room": e.room,
+        "messages": [_message_json(m) for m in e.messages],
+    },
+}
+
+
+def encode_text(event: ev.Event) -> bytes:
+    return _line(_TEXT[type(event)](event))
+
+
+def encode_json(event: ev.Event) -> bytes:
+    obj = _JSON[type(event)](event)
+    return _line(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+
+def encode(event: ev.Event, fmt: Format) -> bytes:
+    return encode_text(event) if fmt is Format.TEXT else encode_json(event)

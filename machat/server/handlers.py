@@ -1,0 +1,121 @@
+"""What the server does with each line a member sends.
+
+`parse_line` (sans-IO) turns the line into a command; `dispatch` runs it against
+the server's state.  Only saying something in a room awaits (the room's channel
+may be full); every other command is a synchronous change plus replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..protocol import commands as cmd
+from ..protocol import events as ev
+from ..protocol.errors import ErrorCode, RemoteProtocolError
+from ..protocol.handshake import fold_name
+from .member import Member
+
+if TYPE_CHECKING:
+    from .server import ChatServer
+
+__all__ = ["dispatch"]
+
+
+async def dispatch(server: ChatServer, member: Member, text: str) -> str | None:
+    """Act on one decoded line; returns a leave reason when the member quits."""
+    command = cmd.parse_line(text)
+    if type(command) is cmd.Say:
+        await _say(server, member, command.text)
+        return None
+    if type(command) is cmd.Quit:
+        member.send_event(ev.Info("bye"))
+        return command.reason or "quit"
+    _HANDLERS[type(command)](server, member, command)
+    return None
+
+
+async def _say(server: ChatServer, member: Member, text: str) -> None:
+    room = member.room
+    if not text or room is None:
+        return
+    server.state.counters.messages_in += 1
+    try:
+        await room.send(member.name, text)
+    except trio.ClosedResourceError:  # the room closed under us: shutting down
+        pass
+
+
+def _nick(server: ChatServer, member: Member, c: cmd.Nick) -> None:
+    server.state.rename(member, c.name)
+
+
+def _list(server: ChatServer, member: Member, c: cmd.ListUsers) -> None:
+    member.send_event(ev.Users(tuple(server.state.names())))
+
+
+def _who(server: ChatServer, member: Member, c: cmd.Who) -> None:
+    if c.room is None:
+        room = member.room
+    else:
+        room = server.state.rooms.get(fold_name(c.room))
+    if room is None:
+        raise RemoteProtocolError(ErrorCode.INVALID_ROOM, f"no such room: {c.room}")
+    member.send_event(ev.Members(room.name, tuple(room.names())))
+
+
+def _rooms(server: ChatServer, member: Member, c: cmd.Rooms) -> None:
+    rooms = sorted(server.state.rooms.values(), key=lambda r: r.name.casefold())
+    member.send_event(ev.RoomList(tuple((r.name, len(r)) for r in rooms)))
+
+
+def _join(server: ChatServer, member: Member, c: cmd.Join) -> None:
+    server.state.join(member, c.room)
+
+
+def _msg(server: ChatServer, member: Member, c: cmd.Msg) -> None:
+    server.state.send_private(member, c.targets, c.text)
+
+
+def _broadcast(server: ChatServer, member: Member, c: cmd.Broadcast) -> None:
+    server.state.broadcast(member, c.text)
+
+
+def _group(server: ChatServer, member: Member, c: cmd.Group) -> None:
+    state = server.state
+    group = (
+        state.find_group(c.name)
+        if c.members is None
+        else state.define_group(member, c.name, c.members)
+    )
+    member.send_event(ev.Members(group.name, group.members))
+
+
+def _help(server: ChatServer, member: Member, c: cmd.Help) -> None:
+    for line in cmd.help_lines(c.command):
+        member.send_event(ev.Info(line))
+
+
+def _history(server: ChatServer, member: Member, c: cmd.History) -> None:
+    server.send_history(member, c.count)
+
+
+def _stats(server: ChatServer, member: Member, c: cmd.Stats) -> None:
+    member.send_event(ev.Info(server.stats_line()))
+
+
+_HANDLERS: dict[type, Callable[[ChatServer, Member, Any], None]] = {
+    cmd.Nick: _nick,
+    cmd.ListUsers: _list,
+    cmd.Who: _who,
+    cmd.Rooms: _rooms,
+    cmd.Join: _join,
+    cmd.Msg: _msg,
+    cmd.Broadcast: _broadcast,
+    cmd.Group: _group,
+    cmd.Help: _help,
+    cmd.History: _history,
+    cmd.Stats: _stats,
+}

@@ -1,0 +1,60 @@
+"""One connected, registered client, as the rest of the server sees it."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ..protocol import events as ev
+from ..protocol.errors import ErrorCode
+from ..protocol.formatting import Format, encode
+from .outbox import Outbox
+
+__all__ = ["Member"]
+
+logger = logging.getLogger("machat.server")
+
+#: How long an evicted member's writer may try to get its last error line out.
+EVICTION_GRACE = 2.0
+
+
+class Member:
+    """A registered client: its name, wire format, room and outbox.
+
+    Everything here is synchronous; the connection's tasks own the I/O.
+    """
+
+    __slots__ = ("addr", "cancel_scope", "fmt", "name", "outbox", "room", "evicted")
+
+    def __init__(self, name: str, fmt: Format, outbox: Outbox, addr: str = "") -> None:
+        self.name = name
+        self.fmt = fmt
+        self.outbox = outbox
+        self.addr = addr
+        self.room: object | None = None  # the Room it is in, set by the state
+        self.cancel_scope: trio.CancelScope | None = None
+        self.evicted = False
+
+    def __repr__(self) -> str:
+        return f"<Member {self.name} {self.addr}>"
+
+    def send_event(self, event: ev.Event) -> None:
+        """Deliver one event to this member alone."""
+        self.deliver(encode(event, self.fmt))
+
+    def deliver(self, data: bytes) -> None:
+        if not self.outbox.put_nowait(data) and self.outbox.overflowed:
+            self.evict(ErrorCode.TOO_SLOW, "too slow: output queue overflow, disconnecting")
+
+    def evict(self, code: ErrorCode, message: str) -> None:
+        """Disconnect this member: it gets one error line, if it reads in time."""
+        if self.evicted:
+            return
+        self.evicted = True
+        logger.info("evicting %s (%s): %s", self.name, self.addr, message)
+        self.outbox.replace_and_close(encode(ev.Error(code, message), self.fmt))
+        if self.cancel_scope is not None:
+            self.cancel_scope.deadline = min(
+                self.cancel_scope.deadline, trio.current_time() + EVICTION_GRACE
+            )

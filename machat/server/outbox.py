@@ -1,0 +1,79 @@
+"""A member's bounded outbox: byte chunks waiting for the connection's writer.
+
+Delivery is synchronous (`put_nowait`): whoever delivers never waits for a slow
+peer.  The single writer task takes everything pending at once (`take`) and sends
+it with one ``send_all``, which is what makes fan-out cheap.  When the pending
+bytes pass the limit the outbox overflows: what was pending is dropped, the
+outbox closes, and `overflowed` tells the owner to evict the member.
+"""
+
+from __future__ import annotations
+
+import trio
+
+__all__ = ["Outbox"]
+
+
+class Outbox:
+    __slots__ = ("_chunks", "_closed", "_limit", "_lot", "_size", "overflowed")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._closed = False
+        self._lot = trio.lowlevel.ParkingLot()
+        self.overflowed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._size
+
+    def put_nowait(self, data: bytes) -> bool:
+        """Queue ``data``; False if the outbox is closed or has just overflowed."""
+        if self._closed:
+            return False
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > self._limit:
+            self._chunks.clear()
+            self._size = 0
+            self.overflowed = True
+            self._closed = True
+            self._lot.unpark_all()
+            return False
+        if self._lot:
+            self._lot.unpark_all()
+        return True
+
+    def close(self, last: bytes = b"") -> None:
+        """No more data will be accepted; ``last`` is queued first (even past the limit)."""
+        if self._closed:
+            return
+        if last:
+            self._chunks.append(last)
+            self._size += len(last)
+        self._closed = True
+        self._lot.unpark_all()
+
+    def replace_and_close(self, last: bytes) -> None:
+        """Drop everything pending, queue ``last`` and close (used on eviction)."""
+        self._chunks = [last] if last else []
+        self._size = len(last)
+        self._closed = True
+        self._lot.unpark_all()
+
+    async def take(self) -> bytes:
+        """Wait for pending data and return all of it; b"" once closed and drained."""
+        while not self._chunks:
+            if self._closed:
+                return b""
+            await self._lot.park()
+        chunks = self._chunks
+        self._chunks = []
+        self._size = 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)

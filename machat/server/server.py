@@ -1,0 +1,145 @@
+"""The chat server: listeners, the shared state, and shutdown.
+
+`ChatServer.run` opens the nursery that owns every connection and every room task;
+`serve` adds TCP listeners.  Tests can hand `handle` any trio stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import trio
+
+from ..protocol import events as ev
+from ..protocol.formatting import encode
+from ..protocol.handshake import Handshake
+from .config import ServerConfig
+from .connection import handle_connection
+from .handlers import dispatch
+from .member import Member
+from .state import ChatState
+
+__all__ = ["ChatServer"]
+
+logger = logging.getLogger("machat.server")
+
+
+class ChatServer:
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.state = ChatState(spawn=self._spawn)
+        self._nursery: trio.Nursery | None = None
+        self._listen_scope: trio.CancelScope | None = None
+        self._shutting_down = False
+        self._stopping = trio.Event()
+        self._active = 0  # connections being handled
+        self._all_gone = trio.Event()
+
+    def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        assert self._nursery is not None, "ChatServer.run() is not running"
+        self._nursery.start_soon(fn)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the tasks of the server; returns after `shutdown` once all have ended."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await self._stopping.wait()
+            if self._active:
+                with trio.move_on_after(self.config.flush_timeout + 1.0):
+                    await self._all_gone.wait()
+            nursery.cancel_scope.cancel()
+
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener] | None = None,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve TCP clients until `shutdown`; reports the listeners when ready.
+
+        Without ``listeners``, listens on the configured host and port.
+        """
+        if listeners is None:
+            listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.run)
+            with trio.CancelScope() as self._listen_scope:
+                await nursery.start(
+                    partial(trio.serve_listeners, handler_nursery=self._nursery),
+                    self.handle,
+                    listeners,
+                )
+                task_status.started(listeners)
+                await trio.sleep_forever()
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """Serve one client stream (a socket, or anything else in tests)."""
+        self._active += 1
+        try:
+            await handle_connection(self, stream)
+        finally:
+            self._active -= 1
+            if not self._active and self._shutting_down:
+                self._all_gone.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until `shutdown` has been called."""
+        await self._stopping.wait()
+
+    # -- what connections call --------------------------------------------------------
+
+    def admit(self, member: Member, handshake: Handshake) -> None:
+        """Register a new member and put it in its room, or raise RemoteProtocolError."""
+        self.state.register(member)
+        try:
+            member.send_event(ev.Welcome(member.name, handshake.room, self.config.motd))
+            self.state.join(member, handshake.room)
+        except BaseException:
+            self.state.unregister(member)
+            raise
+
+    async def dispatch(self, member: Member, text: str) -> str | None:
+        """Act on one line of text; returns a leave reason when the member quits."""
+        return await dispatch(self, member, text)
+
+    def send_history(self, member: Member, count: int) -> None:
+        room = member.room
+        if room is None:
+            return
+        member.send_event(ev.History(room.name, ()))
+
+    def stats_line(self) -> str:
+        c = self.state.counters
+        rooms = self.state.rooms.values()
+        return (
+            f"stats: {len(self.state.users)} online, {len(self.state.rooms)} rooms, "
+            f"{c.connections} connections accepted, {c.refused} refused, "
+            f"{c.messages_in} messages in, {sum(r.messages_out for r in rooms)} deliveries "
+            f"in open rooms, {c.evictions} evictions, {c.throttles} throttles"
+        )
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def shutdown(self, notice: str = "server shutting down") -> None:
+        """Stop accepting, tell everyone, give output a bounded time to flush, stop."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        logger.info("shutting down: %d clients", len(self.state.users))
+        if self._listen_scope is not None:
+            self._listen_scope.cancel()
+        deadline = trio.current_time() + self.config.flush_timeout
+        for member in list(self.state.users.values()):
+            member.outbox.close(member_notice(member, notice))
+            if member.cancel_scope is not None:
+                member.cancel_scope.deadline = min(member.cancel_scope.deadline, deadline)
+        for room in list(self.state.rooms.values()):
+            room.close()
+        self._stopping.set()
+
+
+def member_notice(member: Member, text: str) -> bytes:
+    return encode(ev.Info(text), member.fmt)
