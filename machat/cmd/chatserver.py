@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="pending output per client before it is evicted as too slow (default 1 MiB)",
     )
+    p.add_argument(
+        "--password-file",
+        metavar="PATH",
+        help="require the password in this file (first line) from every client; "
+        "MACHAT_PASSWORD in the environment does the same",
+    )
     p.add_argument("--motd", default="", help="a message of the day shown after the welcome")
     p.add_argument(
         "--log-level",
@@ -54,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="default INFO",
     )
     return p
+
+
+def read_password(path: str | None) -> str | None:
+    """The server password: from ``--password-file`` (first line), else the environment."""
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+        if not password:
+            raise ValueError(f"password file {path} is empty")
+        return password
+    return os.environ.get("MACHAT_PASSWORD") or None
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -65,27 +83,29 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         handshake_timeout=args.handshake_timeout,
         outbox_limit=args.outbox_limit,
         motd=args.motd,
+        password=read_password(args.password_file),
     )
 
 
 async def run_server(config: ServerConfig) -> None:
     server = ChatServer(config)
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    for listener in listeners:
+        host, port, *_ = listener.socket.getsockname()
+        logger.info("listening on %s port %d", host, port)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve, listeners)
-            for listener in listeners:
-                host, port, *_ = listener.socket.getsockname()
-                logger.info("listening on %s port %d", host, port)
 
             async def watch_signals() -> None:
                 async for signum in signals:
                     logger.info("received %s", signal.Signals(signum).name)
+                    if server.shutting_down:
+                        logger.warning("second signal: stopping now")
+                        nursery.cancel_scope.cancel()
                     server.shutdown()
-                    return
 
             nursery.start_soon(watch_signals)
-            await server.wait_stopped()
+            await server.serve(listeners)
             nursery.cancel_scope.cancel()
 
 
@@ -94,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         parser.error(str(exc))
     logging.basicConfig(
         level=args.log_level,

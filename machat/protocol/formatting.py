@@ -41,7 +41,14 @@ def _message_text(m: ev.Message) -> str:
 
 
 def _message_json(m: ev.Message) -> dict[str, Any]:
-    return {"type": "message", "room": m.room, "from": m.sender, "text": m.text, "id": m.id, "ts": m.ts}
+    return {
+        "type": "message",
+        "room": m.room,
+        "from": m.sender,
+        "text": m.text,
+        "id": m.id,
+        "ts": m.ts,
+    }
 
 
 def _history_text(h: ev.History) -> str:

@@ -302,6 +302,7 @@ def decode_text(data: bytes) -> str:
         ) from None
     if not text.isprintable() and not _BAD_CHARS.isdisjoint(text):
         raise RemoteProtocolError(
-            ErrorCode.INVALID_TEXT, "invalid text: control characters are not allowed; line discarded"
+            ErrorCode.INVALID_TEXT,
+            "invalid text: control characters are not allowed; line discarded",
         )
     return text

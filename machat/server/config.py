@@ -18,3 +18,5 @@ class ServerConfig:
     #: How long pending output may take to flush on quit or shutdown.
     flush_timeout: float = 5.0
     motd: str = ""
+    #: The server password every handshake must carry; None for an open server.
+    password: str | None = attrs.field(default=None, repr=False)

@@ -67,6 +67,13 @@ class Outbox:
         self._closed = True
         self._lot.unpark_all()
 
+    def take_nowait(self) -> bytes:
+        """Return and remove everything pending (b"" if nothing is)."""
+        chunks = self._chunks
+        self._chunks = []
+        self._size = 0
+        return b"".join(chunks)
+
     async def take(self) -> bytes:
         """Wait for pending data and return all of it; b"" once closed and drained."""
         while not self._chunks:

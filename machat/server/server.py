@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -13,6 +14,7 @@ from functools import partial
 import trio
 
 from ..protocol import events as ev
+from ..protocol.errors import ErrorCode, RemoteProtocolError
 from ..protocol.formatting import encode
 from ..protocol.handshake import Handshake
 from .config import ServerConfig
@@ -67,13 +69,13 @@ class ChatServer:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.run)
             with trio.CancelScope() as self._listen_scope:
-                await nursery.start(
-                    partial(trio.serve_listeners, handler_nursery=self._nursery),
-                    self.handle,
-                    listeners,
-                )
-                task_status.started(listeners)
-                await trio.sleep_forever()
+                async with trio.open_nursery() as listen_nursery:
+                    await listen_nursery.start(
+                        partial(trio.serve_listeners, handler_nursery=self._nursery),
+                        self.handle,
+                        listeners,
+                    )
+                    task_status.started(listeners)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one client stream (a socket, or anything else in tests)."""
@@ -85,14 +87,15 @@ class ChatServer:
             if not self._active and self._shutting_down:
                 self._all_gone.set()
 
-    async def wait_stopped(self) -> None:
-        """Wait until `shutdown` has been called."""
-        await self._stopping.wait()
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
 
     # -- what connections call --------------------------------------------------------
 
     def admit(self, member: Member, handshake: Handshake) -> None:
         """Register a new member and put it in its room, or raise RemoteProtocolError."""
+        self._check_password(handshake)
         self.state.register(member)
         try:
             member.send_event(ev.Welcome(member.name, handshake.room, self.config.motd))
@@ -100,6 +103,14 @@ class ChatServer:
         except BaseException:
             self.state.unregister(member)
             raise
+
+    def _check_password(self, handshake: Handshake) -> None:
+        expected = self.config.password
+        if expected is None:
+            return
+        given = handshake.password or ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise RemoteProtocolError(ErrorCode.BAD_PASSWORD, "bad password")
 
     async def dispatch(self, member: Member, text: str) -> str | None:
         """Act on one line of text; returns a leave reason when the member quits."""

@@ -1,0 +1,110 @@
+"""The terminal client: connect (TCP or TLS), then run a session on stdin/stdout.
+
+Failures to connect are reported as one line and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Callable
+
+import trio
+
+from machat.protocol.formatting import Format
+
+from .config import ClientConfig
+from .session import run_client
+from .terminal import open_stdin, terminal_writer
+
+__all__ = ["ConnectError", "connect", "make_ssl_context", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+class ConnectError(Exception):
+    """Connecting failed; the message says why, in one line."""
+
+
+def make_ssl_context(config: ClientConfig) -> ssl.SSLContext:
+    """The default client context, trusting ``cafile`` if given; ``insecure`` verifies nothing."""
+    context = ssl.create_default_context(cafile=config.cafile)
+    if config.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _reason(exc: OSError) -> str:
+    """The first underlying error, as ``strerror`` says it (trio groups its attempts)."""
+    cause = exc.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError):
+        exc = cause
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
+async def connect(config: ClientConfig) -> trio.abc.Stream:
+    """Open the stream to the server; with TLS, complete the TLS handshake too.
+
+    Raises `ConnectError`.
+    """
+    address = config.address
+    try:
+        if not config.tls:
+            return await trio.open_tcp_stream(config.host, config.port)
+        try:
+            context = make_ssl_context(config)
+        except OSError as exc:  # ssl.SSLError included
+            raise ConnectError(f"cannot load CA file {config.cafile!r}: {exc}") from None
+        stream = await trio.open_ssl_over_tcp_stream(config.host, config.port, ssl_context=context)
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {address}: {_reason(exc)}") from None
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(stream)
+        reason = exc.__cause__ or "connection closed"
+        raise ConnectError(f"TLS handshake with {address} failed: {reason}") from None
+    return stream
+
+
+async def run(
+    config: ClientConfig,
+    *,
+    stdin: trio.abc.ReceiveStream | None = None,
+    out: Callable[[str], None] | None = None,
+    err: Callable[[str], None] | None = None,
+) -> int:
+    """Run the client; returns the exit code.
+
+    By default reads standard input and writes to standard output and error; tests
+    pass their own ``stdin``, ``out`` and ``err``. If the output goes away (``machat |
+    head -1``), the session ends quietly with exit code 1.
+    """
+    out = out or terminal_writer(sys.stdout)
+    err = err or terminal_writer(sys.stderr)
+    try:
+        stream = await connect(config)
+    except ConnectError as exc:
+        err(f"machat: {exc}")
+        return 1
+    logger.info("connected to %s as %s, room %s", config.address, config.name, config.room)
+    raw = config.format is Format.JSON
+    code = 1
+    try:
+        if stdin is not None:
+            code = await run_client(stream, config.handshake(), stdin, out, raw=raw)
+        else:
+            async with open_stdin() as terminal_stdin:
+                code = await run_client(stream, config.handshake(), terminal_stdin, out, raw=raw)
+    except* BrokenPipeError:
+        logger.debug("standard output was closed (e.g. `machat | head`): exiting")
+    finally:
+        await trio.aclose_forcefully(stream)
+    return code
