@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 
 import trio
@@ -15,38 +16,43 @@ from ..server import ChatServer, ServerConfig
 
 logger = logging.getLogger("machat.server")
 
+_DEFAULTS = ServerConfig()
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="machat-server", description="Run the machat chat server.")
+    p = argparse.ArgumentParser(
+        prog="machat-server",
+        description="Run the machat chat server. Every limit has a flag; 0 lifts the "
+        "ones that say so.",
+    )
     p.add_argument(
-        "-a",
-        "--address",
-        "-tcp",
-        dest="address",
-        default="localhost:8989",
+        "-a", "--address", "-tcp", dest="address", default="localhost:8989",
         help="host:port to listen on (default localhost:8989; -tcp is MaChat's spelling)",
-    )
+    )  # fmt: skip
+    limits = p.add_argument_group("limits")
+
+    def limit(flag: str, kind: type, metavar: str, text: str) -> None:
+        default = getattr(_DEFAULTS, flag.lstrip("-").replace("-", "_"))
+        limits.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
+
+    limit("--max-line", int, "BYTES", "longest accepted line")
+    limit("--handshake-timeout", float, "SECONDS", "time allowed to complete the handshake")
+    limit("--outbox-limit", int, "BYTES", "pending output per client before it is evicted")
+    limit("--rate", float, "LINES_PER_S", "flood control: lines per second per client, 0: off")
+    limit("--burst", int, "N", "flood control: lines a client may send at once")
+    limit("--max-clients", int, "N", "connections in all, 0: unlimited")
+    limit("--max-per-ip", int, "N", "connections from one address, 0: unlimited")
+    limit("--idle-timeout", float, "SECONDS", "disconnect clients silent this long, 0: never")
+    limit("--history-limit", int, "N", "messages kept in memory per room for /history")
+    limit("--stats-interval", float, "SECONDS", "log statistics this often, 0: never")
+    p.add_argument("--db", metavar="PATH", help="keep history in this SQLite file")
     p.add_argument(
-        "--max-line",
-        type=int,
-        default=4096,
-        metavar="BYTES",
-        help="longest accepted line (default 4096)",
+        "--transcript", metavar="PATH", help="append a human-readable log here (SIGHUP reopens)"
     )
-    p.add_argument(
-        "--handshake-timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="time allowed for the handshake (default 10)",
-    )
-    p.add_argument(
-        "--outbox-limit",
-        type=int,
-        default=1 << 20,
-        metavar="BYTES",
-        help="pending output per client before it is evicted as too slow (default 1 MiB)",
-    )
+    p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
     p.add_argument(
         "--password-file",
         metavar="PATH",
@@ -58,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default INFO",
+        help="default INFO; message bodies are only logged at DEBUG",
     )
     return p
 
@@ -74,14 +80,40 @@ def read_password(path: str | None) -> str | None:
     return os.environ.get("MACHAT_PASSWORD") or None
 
 
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None:
+        raise ValueError("--tls-key needs --tls-cert")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     host, port = parse_address(args.address, allow_zero=True)
+    for name in ("max_line", "handshake_timeout", "outbox_limit", "history_limit"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("rate", "burst", "max_clients", "max_per_ip", "idle_timeout", "stats_interval"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative")
     return ServerConfig(
         host=host,
         port=port,
         max_line=args.max_line,
         handshake_timeout=args.handshake_timeout,
         outbox_limit=args.outbox_limit,
+        rate=args.rate,
+        burst=max(args.burst, 1),
+        max_clients=args.max_clients,
+        max_per_ip=args.max_per_ip,
+        idle_timeout=args.idle_timeout,
+        history_limit=args.history_limit,
+        stats_interval=args.stats_interval,
+        db_path=args.db,
+        transcript_path=args.transcript,
+        ssl_context=tls_context(args.tls_cert, args.tls_key),
         motd=args.motd,
         password=read_password(args.password_file),
     )
@@ -93,12 +125,18 @@ async def run_server(config: ServerConfig) -> None:
     for listener in listeners:
         host, port, *_ = listener.socket.getsockname()
         logger.info("listening on %s port %d", host, port)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    if config.ssl_context is not None:
+        logger.info("serving TLS")
+    signals_wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    with trio.open_signal_receiver(*signals_wanted) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:
                 async for signum in signals:
                     logger.info("received %s", signal.Signals(signum).name)
+                    if signum == signal.SIGHUP:
+                        server.reopen_logs()
+                        continue
                     if server.shutting_down:
                         logger.warning("second signal: stopping now")
                         nursery.cancel_scope.cancel()
@@ -114,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ssl.SSLError) as exc:
         parser.error(str(exc))
     logging.basicConfig(
         level=args.log_level,

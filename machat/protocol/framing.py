@@ -171,7 +171,8 @@ class _HandshakeScanner:
             if data[pos] != 0x7B:  # "{"
                 raise RemoteProtocolError(
                     ErrorCode.INVALID_HANDSHAKE,
-                    'invalid handshake: expected a JSON object like {"name": "Mina", "room": "dev"}',
+                    "invalid handshake: expected a JSON object like "
+                    '{"name": "Mina", "room": "dev"}',
                 )
             self._began = pos
         depth, in_string, escape = self._depth, self._in_string, self._escape

@@ -76,7 +76,7 @@ class Handshake:
 
     name: str
     room: str = DEFAULT_ROOM
-    password: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
     format: Format = Format.TEXT
     history: int = attrs.field(default=0, validator=_non_negative)
 
@@ -155,4 +155,5 @@ def decode_handshake(raw: bytes) -> Handshake:
 def encode_handshake(handshake: Handshake) -> bytes:
     """The handshake as a client sends it: compact JSON followed by a newline."""
     obj = converter.unstructure(handshake)
+    obj["room"] = handshake.room  # always sent: MaChat's server expects it
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import attrs
 
 __all__ = ["ServerConfig"]
@@ -9,6 +11,8 @@ __all__ = ["ServerConfig"]
 
 @attrs.frozen
 class ServerConfig:
+    """Every limit protects people by default; 0 lifts the ones marked so."""
+
     host: str = "localhost"
     port: int = 8989
     max_line: int = 4096
@@ -20,3 +24,21 @@ class ServerConfig:
     motd: str = ""
     #: The server password every handshake must carry; None for an open server.
     password: str | None = attrs.field(default=None, repr=False)
+    #: Flood control: lines per second per connection (0: off), and the burst allowed.
+    rate: float = 5.0
+    burst: int = 20
+    #: Connection caps (0: unlimited).
+    max_clients: int = 10000
+    max_per_ip: int = 100
+    #: Seconds without a byte from a client before it is disconnected (0: off).
+    idle_timeout: float = 0.0
+    #: Serve TLS with this context (None: plaintext).
+    ssl_context: ssl.SSLContext | None = None
+    #: Seconds between statistics lines in the log at INFO (0: never).
+    stats_interval: float = 60.0
+    #: Messages kept in memory per room for /history.
+    history_limit: int = 1000
+    #: SQLite file for durable history (None: memory only).
+    db_path: str | None = None
+    #: Human-readable transcript file (None: none).
+    transcript_path: str | None = None

@@ -18,7 +18,7 @@ from ..protocol.errors import ErrorCode, RemoteProtocolError
 from ..protocol.formatting import encode
 from ..protocol.handshake import Handshake
 from .config import ServerConfig
-from .connection import handle_connection
+from .connection import handle_connection, peer_address, refuse
 from .handlers import dispatch
 from .member import Member
 from .state import ChatState
@@ -37,7 +37,16 @@ class ChatServer:
         self._shutting_down = False
         self._stopping = trio.Event()
         self._active = 0  # connections being handled
+        self._per_ip: dict[str, int] = {}
         self._all_gone = trio.Event()
+
+    @property
+    def active_connections(self) -> int:
+        return self._active
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
 
     def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         assert self._nursery is not None, "ChatServer.run() is not running"
@@ -47,6 +56,8 @@ class ChatServer:
         """Own the tasks of the server; returns after `shutdown` once all have ended."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.config.stats_interval > 0:
+                nursery.start_soon(self._log_stats)
             task_status.started()
             await self._stopping.wait()
             if self._active:
@@ -66,6 +77,12 @@ class ChatServer:
         """
         if listeners is None:
             listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        served: list[trio.abc.Listener[trio.abc.Stream]] = list(listeners)
+        if self.config.ssl_context is not None:
+            served = [
+                trio.SSLListener(listener, self.config.ssl_context, https_compatible=False)
+                for listener in listeners
+            ]
         async with trio.open_nursery() as nursery:
             await nursery.start(self.run)
             with trio.CancelScope() as self._listen_scope:
@@ -73,23 +90,55 @@ class ChatServer:
                     await listen_nursery.start(
                         partial(trio.serve_listeners, handler_nursery=self._nursery),
                         self.handle,
-                        listeners,
+                        served,
                     )
                     task_status.started(listeners)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one client stream (a socket, or anything else in tests)."""
+        ip, addr = peer_address(stream)
+        refusal = self._over_capacity(ip)
+        if refusal is not None:
+            self.state.counters.refused += 1
+            logger.warning("refusing %s: %s", addr, refusal)
+            try:
+                await refuse(stream, ErrorCode.SERVER_FULL, refusal)
+            except trio.BrokenResourceError:  # e.g. a TLS handshake that failed
+                pass
+            await trio.aclose_forcefully(stream)
+            return
         self._active += 1
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self.state.counters.connections += 1
         try:
-            await handle_connection(self, stream)
+            await handle_connection(self, stream, addr)
+        except Exception:
+            # A bug in one connection must not take the server down with it.
+            logger.exception("error serving %s", addr)
         finally:
             self._active -= 1
+            left = self._per_ip[ip] - 1
+            if left:
+                self._per_ip[ip] = left
+            else:
+                del self._per_ip[ip]
             if not self._active and self._shutting_down:
                 self._all_gone.set()
 
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutting_down
+    def _over_capacity(self, ip: str) -> str | None:
+        config = self.config
+        if config.max_clients and self._active >= config.max_clients:
+            return f"server full: {config.max_clients} connections; try again later"
+        if config.max_per_ip and self._per_ip.get(ip, 0) >= config.max_per_ip:
+            return (
+                f"server full: too many connections from your address (limit {config.max_per_ip})"
+            )
+        return None
+
+    async def _log_stats(self) -> None:
+        while True:
+            await trio.sleep(self.config.stats_interval)
+            logger.info("%s", self.stats_line())
 
     # -- what connections call --------------------------------------------------------
 
@@ -131,6 +180,9 @@ class ChatServer:
             f"{c.messages_in} messages in, {sum(r.messages_out for r in rooms)} deliveries "
             f"in open rooms, {c.evictions} evictions, {c.throttles} throttles"
         )
+
+    def reopen_logs(self) -> None:
+        """SIGHUP: reopen the transcript (for logrotate)."""
 
     # -- shutdown ---------------------------------------------------------------------
 

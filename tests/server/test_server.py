@@ -47,6 +47,7 @@ async def test_exactly_one_newline_after_the_handshake_is_skipped(connect: Conne
         assert await client.line() == "Mina:x"
 
 
+@with_config(rate=0)
 async def test_lines_are_delivered_in_the_order_the_room_received_them(
     connect: Connect,
 ) -> None:
@@ -197,7 +198,7 @@ async def test_leaving_is_announced_to_the_room(connect: Connect) -> None:
         await mina.expect("* Eve left dev (disconnected)")
 
 
-@with_config(outbox_limit=64 * 1024)
+@with_config(outbox_limit=64 * 1024, rate=0)
 async def test_a_client_that_never_reads_is_evicted_and_the_room_goes_on(
     connect: Connect, server: ChatServer, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -1,0 +1,92 @@
+"""The recent messages of every room, in memory, and the last id each room used.
+
+Pure bookkeeping (no trio, no I/O): the room task records each message as it is
+published, ``/history`` and the handshake's ``history`` read from here, and the
+durable store (`machat.server.store`) seeds it at startup.
+
+Memory is bounded twice: each room keeps at most ``per_room`` messages, and at most
+``max_rooms`` rooms keep a ring at all; the least recently used ring is dropped
+first.  A room's last id outlives its ring (one int per room), so ids keep
+increasing when a room is freed and created again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+
+from ..protocol import events as ev
+from ..protocol.handshake import fold_name
+
+__all__ = ["History"]
+
+
+class History:
+    """Per room: a ring of the last ``per_room`` messages, and the last id used."""
+
+    def __init__(self, per_room: int = 1000, *, max_rooms: int = 10000) -> None:
+        if per_room < 0:
+            raise ValueError("per_room must be >= 0")
+        if max_rooms < 1:
+            raise ValueError("max_rooms must be >= 1")
+        self.per_room = per_room
+        self.max_rooms = max_rooms
+        # Least recently used first.
+        self._rings: OrderedDict[str, deque[ev.Message]] = OrderedDict()
+        self._last_ids: dict[str, int] = {}
+        self.rings_dropped = 0
+
+    def __repr__(self) -> str:
+        return f"<History rooms={len(self._rings)} per_room={self.per_room}>"
+
+    def __len__(self) -> int:
+        """How many rooms hold a ring now."""
+        return len(self._rings)
+
+    def __contains__(self, room: str) -> bool:
+        """Whether ``room`` holds a ring now (False after its ring was dropped)."""
+        return fold_name(room) in self._rings
+
+    def record(self, message: ev.Message) -> None:
+        """Append a just-published message to its room's ring."""
+        key = fold_name(message.room)
+        ring = self._rings.get(key)
+        if ring is None:
+            ring = self._rings[key] = deque(maxlen=self.per_room)
+            if len(self._rings) > self.max_rooms:
+                self._rings.popitem(last=False)
+                self.rings_dropped += 1
+        else:
+            self._rings.move_to_end(key)
+        ring.append(message)
+        if message.id > self._last_ids.get(key, 0):
+            self._last_ids[key] = message.id
+
+    def recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
+        """The last ``count`` messages of ``room``, oldest first."""
+        key = fold_name(room)
+        ring = self._rings.get(key)
+        if ring is None:
+            return ()
+        self._rings.move_to_end(key)
+        if count <= 0:
+            return ()
+        newest_first = list(itertools.islice(reversed(ring), count))
+        newest_first.reverse()
+        return tuple(newest_first)
+
+    def last_id(self, room: str) -> int:
+        """The highest id ``room`` ever used (0 for a room never seen)."""
+        return self._last_ids.get(fold_name(room), 0)
+
+    def set_last_id(self, room: str, id: int) -> None:
+        """Note that ``room`` has used ``id``; never lowers the last id."""
+        key = fold_name(room)
+        if id > self._last_ids.get(key, 0):
+            self._last_ids[key] = id
+
+    def load(self, messages: Iterable[ev.Message]) -> None:
+        """Seed from the store at startup (any order; recorded by room, then id)."""
+        for message in sorted(messages, key=lambda m: (fold_name(m.room), m.id)):
+            self.record(message)
