@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import sqlite3
 import ssl
 import sys
 
@@ -121,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 async def run_server(config: ServerConfig) -> None:
     server = ChatServer(config)
+    server.open_archives()
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     for listener in listeners:
         host, port, *_ = listener.socket.getsockname()
@@ -161,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(run_server, config)
     except OSError as exc:
-        logger.error("cannot listen on %s: %s", args.address, exc.strerror or exc)
+        logger.error("cannot start on %s: %s", args.address, exc.strerror or exc)
+        return 1
+    except sqlite3.Error as exc:
+        logger.error("cannot open the database %s: %s", args.db, exc)
         return 1
     logger.info("bye")
     return 0

@@ -20,8 +20,11 @@ from ..protocol.handshake import Handshake
 from .config import ServerConfig
 from .connection import handle_connection, peer_address, refuse
 from .handlers import dispatch
+from .history import History
 from .member import Member
 from .state import ChatState
+from .store import MessageStore
+from .transcript import Transcript
 
 __all__ = ["ChatServer"]
 
@@ -30,9 +33,18 @@ logger = logging.getLogger("machat.server")
 
 class ChatServer:
     def __init__(self, config: ServerConfig | None = None) -> None:
-        self.config = config or ServerConfig()
-        self.state = ChatState(spawn=self._spawn)
+        self.config = config = config or ServerConfig()
+        self.history = History(config.history_limit)
+        self.store = MessageStore(config.db_path) if config.db_path else None
+        self.transcript = Transcript(config.transcript_path) if config.transcript_path else None
+        self.state = ChatState(
+            spawn=self._spawn,
+            history=self.history,
+            on_message=self._archive if self.store or self.transcript else None,
+            log=self.transcript,
+        )
         self._nursery: trio.Nursery | None = None
+        self._archives_open = False
         self._listen_scope: trio.CancelScope | None = None
         self._shutting_down = False
         self._stopping = trio.Event()
@@ -54,6 +66,49 @@ class ChatServer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the tasks of the server; returns after `shutdown` once all have ended."""
+        self.open_archives()
+        try:
+            await self._run(task_status)
+        finally:
+            if self.store is not None:
+                self.store.close()
+            if self.transcript is not None:
+                self.transcript.close()
+
+    def open_archives(self) -> None:
+        """Open the database and transcript and load history; raises if they cannot be.
+
+        `run` calls this; calling it first (idempotent) surfaces errors early.
+        """
+        if self._archives_open:
+            return
+        self._archives_open = True
+        if self.store is not None:
+            self.store.open()
+            self.history.load(self.store.load_recent(self.config.history_limit))
+            for room_key, last_id in self.store.last_ids().items():
+                self.history.set_last_id(room_key, last_id)
+            logger.info("history: %s, %d rooms", self.store.path, len(self.history))
+        if self.transcript is not None:
+            self.transcript.open()
+
+    def _archive(self, message: ev.Message) -> None:
+        if self.store is not None:
+            self.store.put_nowait(message)
+        if self.transcript is not None:
+            self.transcript.message(message)
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as archives:
+            # The archive writers outlive every room, so their final flush sees all.
+            if self.store is not None:
+                await archives.start(self.store.run)
+            if self.transcript is not None:
+                await archives.start(self.transcript.run)
+            await self._run_rooms(task_status)
+            archives.cancel_scope.cancel()
+
+    async def _run_rooms(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self.config.stats_interval > 0:
@@ -148,6 +203,12 @@ class ChatServer:
         self.state.register(member)
         try:
             member.send_event(ev.Welcome(member.name, handshake.room, self.config.motd))
+            if handshake.history:
+                member.send_event(
+                    ev.History(
+                        handshake.room, self.history.recent(handshake.room, handshake.history)
+                    )
+                )
             self.state.join(member, handshake.room)
         except BaseException:
             self.state.unregister(member)
@@ -169,7 +230,7 @@ class ChatServer:
         room = member.room
         if room is None:
             return
-        member.send_event(ev.History(room.name, ()))
+        member.send_event(ev.History(room.name, self.history.recent(room.name, count)))
 
     def stats_line(self) -> str:
         c = self.state.counters
@@ -183,6 +244,8 @@ class ChatServer:
 
     def reopen_logs(self) -> None:
         """SIGHUP: reopen the transcript (for logrotate)."""
+        if self.transcript is not None:
+            self.transcript.reopen()
 
     # -- shutdown ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import attrs
 
@@ -18,10 +19,11 @@ from ..protocol import events as ev
 from ..protocol.errors import ErrorCode, RemoteProtocolError
 from ..protocol.formatting import encode
 from ..protocol.handshake import fold_name, validate_name, validate_room
+from .history import History
 from .member import Member
 from .room import Room
 
-__all__ = ["ChatState", "Counters", "Group"]
+__all__ = ["ChatState", "Counters", "EventLog", "Group"]
 
 _GROUP_RE = re.compile(r"#[A-Za-z0-9_-]{1,63}", re.ASCII)
 
@@ -44,9 +46,34 @@ class Counters:
     throttles: int = 0
 
 
+class EventLog(Protocol):
+    """Who wants to hear of joins, leaves and renames (the transcript)."""
+
+    def join(self, room: str, name: str) -> None: ...
+    def leave(self, room: str, name: str, reason: str = "") -> None: ...
+    def nick(self, room: str | None, old: str, new: str) -> None: ...
+
+
 class ChatState:
-    def __init__(self, spawn: Callable[[Callable[[], Awaitable[None]]], None]) -> None:
+    """Users, rooms and groups.
+
+    ``spawn`` starts a room's fan-out task; ``history`` numbers rooms' messages on
+    from where they stopped and keeps the recent ones; ``on_message`` hears every
+    message a room publishes; ``log`` hears joins, leaves and renames.
+    """
+
+    def __init__(
+        self,
+        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        *,
+        history: History | None = None,
+        on_message: Callable[[ev.Message], None] | None = None,
+        log: EventLog | None = None,
+    ) -> None:
         self._spawn = spawn
+        self.history = history if history is not None else History()
+        self._on_message = on_message
+        self._log = log
         self.users: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}
         self.groups: dict[str, Group] = {}
@@ -92,6 +119,8 @@ class ChatState:
         self.users[new_key] = member
         member.name = new_name
         event = ev.Nick(old_name, new_name)
+        if self._log is not None:
+            self._log.nick(member.room.name if member.room else None, old_name, new_name)
         if member.room is not None:
             member.room.broadcast_event(event)
         else:
@@ -194,12 +223,21 @@ class ChatState:
         if member.room is not None:
             self.leave(member)
         if room is None:
-            room = self.rooms[key] = Room(room_name)
+            room = self.rooms[key] = Room(
+                room_name, first_id=self.history.last_id(room_name), on_message=self._record
+            )
             self._spawn(room.run)
         room.add(member)
         member.room = room
         room.broadcast_event(ev.Join(room.name, member.name))
+        if self._log is not None:
+            self._log.join(room.name, member.name)
         return room
+
+    def _record(self, message: ev.Message) -> None:
+        self.history.record(message)
+        if self._on_message is not None:
+            self._on_message(message)
 
     def leave(self, member: Member, reason: str = "") -> None:
         room = member.room
@@ -208,6 +246,8 @@ class ChatState:
         room.remove(member)
         member.room = None
         room.broadcast_event(ev.Leave(room.name, member.name, reason))
+        if self._log is not None:
+            self._log.leave(room.name, member.name, reason)
         if not room.members:
             del self.rooms[fold_name(room.name)]
             room.close()
