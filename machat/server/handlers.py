@@ -43,7 +43,14 @@ async def _say(server: ChatServer, member: Member, text: str) -> None:
         return
     server.state.counters.messages_in += 1
     try:
-        await room.send(member.name, text)
+        # Queue without yielding while the room's channel has room: the room task then
+        # fans out many lines at once and every writer sends them in one call.
+        room.send_nowait(member.name, text)
+    except trio.WouldBlock:
+        try:
+            await room.send(member.name, text)
+        except trio.ClosedResourceError:
+            pass
     except trio.ClosedResourceError:  # the room closed under us: shutting down
         pass
 
