@@ -101,3 +101,33 @@ def test_server_command_runs_and_exits_cleanly_on_sigterm() -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+async def test_client_command_with_piped_stdin_against_the_real_server(port: int) -> None:
+    """``python -m machat.cmd.client`` as users run it, fed by a pipe."""
+    with trio.fail_after(20):
+        watcher = await join(port, "Watcher", "dev")
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "machat.cmd.client",
+                "-client",
+                "Mina",
+                "-room",
+                "dev",
+                "-address",
+                f"127.0.0.1:{port}",
+            ],
+            stdin=b"hello from a pipe\n/quit\n",
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+        await watcher.expect("Mina:hello from a pipe")
+        await watcher.expect("* Mina left dev (quit)")
+        await watcher.aclose()
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert "* Mina joined dev" in out
+    assert "Mina:hello from a pipe" in out
+    assert "* bye" in out
