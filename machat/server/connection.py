@@ -19,6 +19,7 @@ from ..protocol.formatting import Format, encode
 from ..protocol.framing import Framer, HandshakeReceived, LineReceived, decode_text
 from ..protocol.handshake import Handshake, decode_handshake
 from ..protocol.ratelimit import TokenBucket
+from .handlers import settle
 from .member import Member
 from .outbox import Outbox
 
@@ -199,7 +200,7 @@ class _Reader:
                 if reason is not None:
                     return reason
             if framer.at_eof:
-                await _settle(member)
+                await settle(member)
                 return "disconnected"
             with trio.move_on_after(idle):
                 try:
@@ -244,11 +245,3 @@ class _Reader:
         except RemoteProtocolError as exc:
             self.member.send_event(ev.Error(exc.code, exc.message))
             return None
-
-
-async def _settle(member: Member) -> None:
-    """Wait (bounded) until the member's own messages have been fanned out."""
-    room = member.room
-    if room is not None:
-        with trio.move_on_after(1.0):
-            await room.barrier()

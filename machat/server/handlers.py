@@ -21,7 +21,10 @@ from .member import Member
 if TYPE_CHECKING:
     from .server import ChatServer
 
-__all__ = ["dispatch"]
+__all__ = ["dispatch", "settle"]
+
+#: How long a leaving member waits for its own last lines to be fanned out.
+SETTLE_TIMEOUT = 1.0
 
 
 async def dispatch(server: ChatServer, member: Member, text: str) -> str | None:
@@ -31,10 +34,19 @@ async def dispatch(server: ChatServer, member: Member, text: str) -> str | None:
         await _say(server, member, command.text)
         return None
     if type(command) is cmd.Quit:
+        await settle(member)  # its last lines reach the room (and its own echo) first
         member.send_event(ev.Info("bye"))
         return command.reason or "quit"
     _HANDLERS[type(command)](server, member, command)
     return None
+
+
+async def settle(member: Member) -> None:
+    """Wait (bounded) until the lines the member has said have been fanned out."""
+    room = member.room
+    if room is not None:
+        with trio.move_on_after(SETTLE_TIMEOUT):
+            await room.barrier()
 
 
 async def _say(server: ChatServer, member: Member, text: str) -> None:

@@ -120,7 +120,9 @@ class MessageStore:
         self._conn = conn
 
     def close(self) -> None:
-        """Close the database (after `run` has returned); idempotent."""
+        """Close the database; idempotent.  Only once `run` has returned."""
+        if self._write_lock.locked():
+            raise RuntimeError("MessageStore.close() while a write is in progress")
         if self._pending:
             logger.warning("%s: closing with %d messages unwritten", self.path, len(self._pending))
         if self._conn is not None:
@@ -223,10 +225,12 @@ class MessageStore:
                 await self.flush()
 
     async def flush(self) -> None:
-        """Write everything pending now (stops early, logged, if a write fails)."""
-        while self._pending:
-            if not await self._write_batch():
-                return
+        """Write everything pending now, and wait for a batch being written.
+
+        Stops early if a write fails (logged; the messages stay pending).
+        """
+        while await self._write_batch() and self._pending:
+            pass
 
     async def _write_batch(self) -> bool:
         """Write up to ``batch_size`` pending messages; False if the write failed."""
@@ -237,16 +241,23 @@ class MessageStore:
             del self._pending[: len(batch)]
             try:
                 await trio.to_thread.run_sync(self._write_rows, batch)
-            except (sqlite3.Error, OSError, RuntimeError):
+            except (sqlite3.Error, OSError):
                 self.failures += 1
                 logger.exception("%s: cannot write %d messages; will retry", self.path, len(batch))
-                self._pending[:0] = batch
-                if len(self._pending) > self.max_pending:
-                    self._drop(len(self._pending) - self.max_pending)
+                self._requeue(batch)
                 return False
+            except BaseException:
+                # Cancelled before the thread started: nothing was written.
+                self._requeue(batch)
+                raise
             self.written += len(batch)
             self.batches += 1
             return True
+
+    def _requeue(self, batch: list[ev.Message]) -> None:
+        self._pending[:0] = batch
+        if len(self._pending) > self.max_pending:
+            self._drop(len(self._pending) - self.max_pending)
 
     def _write_rows(self, batch: list[ev.Message]) -> None:
         """On a worker thread: one transaction, one executemany."""
