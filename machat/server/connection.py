@@ -26,13 +26,15 @@ from .outbox import Outbox
 if TYPE_CHECKING:
     from .server import ChatServer
 
-__all__ = ["handle_connection", "peer_address", "refuse"]
+__all__ = ["close_stream", "handle_connection", "peer_address", "refuse"]
 
 logger = logging.getLogger("machat.server")
 
 RECEIVE_SIZE = 65536
 #: How long a refused client gets to read its error line.
 REFUSAL_LINGER = 1.0
+#: How long closing a stream may wait for the peer (a TLS close_notify).
+CLOSE_TIMEOUT = 1.0
 #: Transport failures: the peer went away or the TLS layer broke.
 TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -67,6 +69,18 @@ def enable_keepalive(stream: trio.abc.Stream) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
     except OSError:  # not every platform or socket type has these
         pass
+
+
+async def close_stream(stream: trio.abc.Stream) -> None:
+    """Close politely (TLS sends close_notify), but never wait long for a peer."""
+    with trio.CancelScope(shield=True) as scope:
+        scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+        try:
+            await stream.aclose()
+        except TRANSPORT_ERRORS:
+            pass
+    if scope.cancelled_caught:
+        await trio.aclose_forcefully(stream)
 
 
 async def refuse(stream: trio.abc.Stream, code: ErrorCode, message: str) -> None:
@@ -132,7 +146,7 @@ async def handle_connection(server: ChatServer, stream: trio.abc.Stream, addr: s
     finally:
         if member is not None:
             state.unregister(member, "connection lost")
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)
 
 
 async def _serve_member(

@@ -18,7 +18,7 @@ from ..protocol.errors import ErrorCode, RemoteProtocolError
 from ..protocol.formatting import encode
 from ..protocol.handshake import Handshake
 from .config import ServerConfig
-from .connection import handle_connection, peer_address, refuse
+from .connection import close_stream, handle_connection, peer_address, refuse
 from .handlers import dispatch
 from .history import History
 from .member import Member
@@ -160,7 +160,7 @@ class ChatServer:
                 await refuse(stream, ErrorCode.SERVER_FULL, refusal)
             except trio.BrokenResourceError:  # e.g. a TLS handshake that failed
                 pass
-            await trio.aclose_forcefully(stream)
+            await close_stream(stream)
             return
         self._active += 1
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
