@@ -149,6 +149,20 @@ async def run_server(config: ServerConfig) -> None:
             nursery.cancel_scope.cancel()
 
 
+def raise_open_file_limit() -> None:
+    """Allow as many sockets as the system lets this process have (one per client)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -160,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    raise_open_file_limit()
     try:
         trio.run(run_server, config)
     except OSError as exc:
