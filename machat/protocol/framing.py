@@ -286,7 +286,8 @@ class Framer:
         return None if line is None else LineReceived(line)
 
 
-_BAD_CHARS = frozenset(chr(c) for c in range(0x20) if c != 0x09) | {"\x7f"}
+#: C0 controls but tab, DEL, and the C1 controls (U+009B is a one-character CSI).
+_BAD_CHARS = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09)
 
 
 def decode_text(data: bytes) -> str:

@@ -83,11 +83,13 @@ async def close_stream(stream: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-async def refuse(stream: trio.abc.Stream, code: ErrorCode, message: str) -> None:
+async def refuse(
+    stream: trio.abc.Stream, code: ErrorCode, message: str, fmt: Format = Format.TEXT
+) -> None:
     """Send one error line (bounded in time) before the stream is closed."""
     with trio.move_on_after(REFUSAL_LINGER):
         try:
-            await stream.send_all(encode(ev.Error(code, message), Format.TEXT))
+            await stream.send_all(encode(ev.Error(code, message), fmt))
         except TRANSPORT_ERRORS:
             pass
 
@@ -135,7 +137,7 @@ async def handle_connection(server: ChatServer, stream: trio.abc.Stream, addr: s
             state.counters.refused += 1
             logger.info("refused %s from %s: %s", handshake.name, addr, exc.message)
             member = None
-            await refuse(stream, exc.code, exc.message)
+            await refuse(stream, exc.code, exc.message, handshake.format)
             return
         logger.info("%s joined %s from %s", member.name, handshake.room, addr)
         reason = await _serve_member(server, stream, framer, member)

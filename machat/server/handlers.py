@@ -37,6 +37,8 @@ async def dispatch(server: ChatServer, member: Member, text: str) -> str | None:
         await settle(member)  # its last lines reach the room (and its own echo) first
         member.send_event(ev.Info("bye"))
         return command.reason or "quit"
+    if type(command) in _AFTER_OWN_LINES:
+        await settle(member)  # the room hears what was said before the member moves on
     _HANDLERS[type(command)](server, member, command)
     return None
 
@@ -124,6 +126,9 @@ def _history(server: ChatServer, member: Member, c: cmd.History) -> None:
 def _stats(server: ChatServer, member: Member, c: cmd.Stats) -> None:
     member.send_event(ev.Info(server.stats_line()))
 
+
+#: Commands the room must see after the member's earlier lines.
+_AFTER_OWN_LINES = frozenset({cmd.Nick, cmd.Join})
 
 _HANDLERS: dict[type, Callable[[ChatServer, Member, Any], None]] = {
     cmd.Nick: _nick,

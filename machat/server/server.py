@@ -202,14 +202,11 @@ class ChatServer:
         self._check_password(handshake)
         self.state.register(member)
         try:
-            member.send_event(ev.Welcome(member.name, handshake.room, self.config.motd))
+            room = self.state.room_name(handshake.room)
+            member.send_event(ev.Welcome(member.name, room, self.config.motd))
             if handshake.history:
-                member.send_event(
-                    ev.History(
-                        handshake.room, self.history.recent(handshake.room, handshake.history)
-                    )
-                )
-            self.state.join(member, handshake.room)
+                member.send_event(ev.History(room, self.history.recent(room, handshake.history)))
+            self.state.join(member, room)
         except BaseException:
             self.state.unregister(member)
             raise

@@ -213,6 +213,11 @@ class ChatState:
 
     # -- rooms ------------------------------------------------------------------------
 
+    def room_name(self, name: str) -> str:
+        """How an existing room is spelled (rooms are case-insensitive), else ``name``."""
+        room = self.rooms.get(fold_name(name))
+        return name if room is None else room.name
+
     def join(self, member: Member, room_name: str) -> Room:
         """Move ``member`` into a room, creating it if needed; everyone there is told."""
         validate_room(room_name)

@@ -557,7 +557,7 @@ def test_line_buffer_model(stream, max_line, data):
         (b"hello", "hello"),
         (b"tab\there", "tab\there"),
         ("h\u00e9llo \u4e16\u754c \U0001f600".encode(), "h\u00e9llo \u4e16\u754c \U0001f600"),
-        ("\u200b\u2028\x85\xa0".encode(), "\u200b\u2028\x85\xa0"),  # odd, but not C0/DEL
+        ("\u200b\u2028\xa0".encode(), "\u200b\u2028\xa0"),  # odd, but not control chars
         (b"{}[]\\\"'", "{}[]\\\"'"),
     ],
 )
@@ -594,7 +594,7 @@ def test_decode_text_refuses_control_chars(c):
 @settings(max_examples=200, deadline=None)
 @given(st.text())
 def test_decode_text_property(text):
-    bad = any((ord(ch) < 0x20 and ch != "\t") or ch == "\x7f" for ch in text)
+    bad = any((ord(ch) < 0x20 and ch != "\t") or 0x7F <= ord(ch) < 0xA0 for ch in text)
     if bad:
         with pytest.raises(RemoteProtocolError):
             decode_text(text.encode("utf-8", "surrogatepass"))
@@ -614,3 +614,10 @@ def test_decode_text_arbitrary_bytes(data):
         assert exc.code == ErrorCode.INVALID_TEXT
     else:
         assert text.encode("utf-8") == data
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x7f", "\x85", "\x9b", "\x00"])
+def test_decode_text_refuses_c0_del_and_c1_controls(char):
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_text(f"a{char}b".encode())
+    assert info.value.code == ErrorCode.INVALID_TEXT
