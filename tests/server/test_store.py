@@ -1,0 +1,272 @@
+"""MessageStore: the SQLite history, its batch writer, and how it survives failures.
+
+Every trio test runs on the autojump clock, so batch intervals and retry waits take
+no real time.  The autojump clock also jumps while a worker thread writes, so tests
+never sleep until a write "must" be done: they call `flush`, which waits for the
+writer's batch in progress (the write lock) and writes anything left.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from machat.protocol import events as ev
+from machat.server.store import MessageStore
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "history.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[MessageStore]:
+    s = MessageStore(db)
+    s.open()
+    yield s
+    s.close()
+
+
+def msg(room: str, id: int, text: str | None = None) -> ev.Message:
+    return ev.Message(room, "Mina", f"m{id}" if text is None else text, id, 1_790_000_000.25 + id)
+
+
+def reload(db: Path, per_room: int = 1000) -> tuple[list[ev.Message], dict[str, int]]:
+    other = MessageStore(db)
+    other.open()
+    try:
+        return other.load_recent(per_room), other.last_ids()
+    finally:
+        other.close()
+
+
+def test_open_creates_the_schema_in_wal_mode(store: MessageStore, db: Path) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(messages)")]
+        assert columns == ["room_key", "id", "room", "sender", "text", "ts"]
+        pk = [row[1] for row in sorted(conn.execute("PRAGMA table_info(messages)")) if row[5]]
+        assert pk == ["room_key", "id"]
+    finally:
+        conn.close()
+    assert store.load_recent(10) == []
+    assert store.last_ids() == {}
+
+
+def test_open_twice_keeps_the_data_and_a_foreign_schema_version_is_refused(db: Path) -> None:
+    for _ in range(2):
+        s = MessageStore(db)
+        s.open()
+        s.close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(sqlite3.DatabaseError, match="schema version 99"):
+        MessageStore(db).open()
+
+
+async def test_a_thousand_at_once_are_written_in_two_batches(
+    store: MessageStore, db: Path, nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    sent = [msg("dev", i) for i in range(1, 1001)]
+    for m in sent:
+        store.put_nowait(m)
+    await nursery.start(store.run)
+    await trio.sleep(1)
+    await store.flush()
+    assert (store.written, store.batches, store.pending) == (1000, 2, 0)
+    messages, last_ids = reload(db)
+    assert messages == sent
+    assert last_ids == {"dev": 1000}
+
+
+async def test_messages_arriving_within_the_interval_share_one_batch(
+    store: MessageStore, nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    await nursery.start(store.run)
+    for i in range(1, 11):
+        store.put_nowait(msg("dev", i))
+    await trio.sleep(store.batch_interval / 2)
+    for i in range(11, 21):
+        store.put_nowait(msg("dev", i))
+    await trio.sleep(1)  # the writer has taken the batch by now
+    await store.flush()
+    assert (store.written, store.batches) == (20, 1)
+    store.put_nowait(msg("dev", 21))
+    await trio.sleep(1)
+    await store.flush()
+    assert (store.written, store.batches) == (21, 2)
+
+
+async def test_reload_gives_the_same_messages_per_room_oldest_first(
+    store: MessageStore, db: Path
+) -> None:
+    sent = [msg("Dev", 1), msg("ops", 1), msg("dev", 2), msg("ops", 2, "é ✓ 'quoted' \t tab")]
+    sent += [msg("dev", i) for i in range(3, 8)]
+    for m in sent:
+        store.put_nowait(m)
+    await store.flush()
+    messages, last_ids = reload(db, per_room=3)
+    assert messages == [msg("dev", 5), msg("dev", 6), msg("dev", 7), sent[1], sent[3]]
+    assert last_ids == {"dev": 7, "ops": 2}
+    messages, _ = reload(db)
+    assert [m for m in messages if m.room.casefold() == "dev"] == [
+        m for m in sent if m.room.casefold() == "dev"
+    ]
+    assert messages[0].room == "Dev"  # the room's spelling at the time is kept
+    assert reload(db, per_room=0)[0] == []
+
+
+async def test_cancellation_writes_everything_pending(
+    store: MessageStore, db: Path, autojump_clock: object
+) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        for i in range(1, 1201):
+            store.put_nowait(msg("dev", i))
+        await trio.lowlevel.checkpoint()  # the writer may start its first batch
+        nursery.cancel_scope.cancel()
+    assert (store.written, store.pending) == (1200, 0)
+    assert reload(db)[1] == {"dev": 1200}
+
+
+async def test_a_flush_cancelled_before_its_thread_starts_keeps_the_batch(
+    store: MessageStore, db: Path
+) -> None:
+    store.put_nowait(msg("dev", 1))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.flush()
+    assert (store.written, store.pending) == (0, 1)
+    await store.flush()
+    assert [m.id for m in reload(db)[0]] == [1]
+
+
+async def test_cancellation_while_idle_returns_at_once(
+    store: MessageStore, autojump_clock: object
+) -> None:
+    with trio.move_on_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            nursery.cancel_scope.cancel()
+    assert trio.current_time() == 0
+    assert (store.written, store.batches) == (0, 0)
+
+
+def fail_once(store: MessageStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the store's first write fail; returns the sizes of the batches tried."""
+    real = store._write_rows
+    calls: list[int] = []
+
+    def write_rows(batch: list[ev.Message]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        real(batch)
+
+    monkeypatch.setattr(store, "_write_rows", write_rows)
+    return calls
+
+
+async def test_a_failed_write_is_logged_and_retried_by_the_writer(
+    store: MessageStore,
+    db: Path,
+    nursery: trio.Nursery,
+    autojump_clock: object,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = fail_once(store, monkeypatch)
+    await nursery.start(store.run)
+    for i in range(1, 6):
+        store.put_nowait(msg("dev", i))
+    await trio.sleep(store.retry_interval * 3)
+    await store.flush()
+    assert calls == [5, 5]
+    assert (store.failures, store.written, store.batches, store.pending) == (1, 5, 1, 0)
+    assert [m.id for m in reload(db)[0]] == [1, 2, 3, 4, 5]
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == 1
+    assert "cannot write 5 messages; will retry" in failures[0].getMessage()
+    assert failures[0].exc_info is not None
+
+
+async def test_messages_kept_after_a_failure_go_first_in_the_next_batch(
+    store: MessageStore, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fail_once(store, monkeypatch)
+    for i in range(1, 6):
+        store.put_nowait(msg("dev", i))
+    await store.flush()
+    assert (store.failures, store.written, store.pending) == (1, 0, 5)
+    for i in range(6, 9):
+        store.put_nowait(msg("dev", i))
+    await store.flush()
+    assert calls == [5, 8]
+    assert (store.written, store.batches, store.pending) == (8, 1, 0)
+    assert [m.id for m in reload(db)[0]] == list(range(1, 9))
+
+
+async def test_a_locked_database_delays_but_loses_nothing(
+    store: MessageStore, db: Path, autojump_clock: object
+) -> None:
+    store.conn.execute("PRAGMA busy_timeout=0")
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            store.put_nowait(msg("dev", 1))
+            await trio.sleep(store.retry_interval * 2.5)
+            await store.flush()  # fails too: still locked
+            assert (store.written, store.pending) == (0, 1)
+            assert store.failures >= 1
+            locker.execute("ROLLBACK")
+            await store.flush()
+            assert (store.written, store.pending) == (1, 0)
+            nursery.cancel_scope.cancel()
+    finally:
+        locker.close()
+
+
+def test_pending_is_bounded_by_dropping_the_oldest(db: Path) -> None:
+    store = MessageStore(db, batch_size=5, max_pending=10)
+    for i in range(1, 16):
+        store.put_nowait(msg("dev", i))
+    assert (store.pending, store.dropped) == (10, 5)
+    store.open()
+    try:
+        trio.run(store.flush)
+    finally:
+        store.close()
+    assert [m.id for m in reload(db)[0]] == list(range(6, 16))
+    assert store.statistics().written == 10
+
+
+async def test_messages_put_during_a_write_are_kept(store: MessageStore, db: Path) -> None:
+    real = store._write_rows
+
+    def slow(batch: list[ev.Message]) -> None:
+        if batch[0].id == 1:
+            trio.from_thread.run_sync(store.put_nowait, msg("dev", 2))
+        real(batch)
+
+    store._write_rows = slow  # type: ignore[method-assign]
+    store.put_nowait(msg("dev", 1))
+    await store.flush()
+    assert [m.id for m in reload(db)[0]] == [1, 2]
+    assert store.batches == 2
+
+
+def test_invalid_settings_are_refused(db: Path) -> None:
+    with pytest.raises(ValueError):
+        MessageStore(db, batch_size=0)
+    with pytest.raises(ValueError):
+        MessageStore(db, batch_size=10, max_pending=5)
