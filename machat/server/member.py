@@ -45,7 +45,10 @@ class Member:
 
     def deliver(self, data: bytes) -> None:
         if not self.outbox.put_nowait(data) and self.outbox.overflowed:
-            self.evict(ErrorCode.TOO_SLOW, "too slow: output queue overflow, disconnecting")
+            self.evict_too_slow()
+
+    def evict_too_slow(self) -> None:
+        self.evict(ErrorCode.TOO_SLOW, "too slow: output queue overflow, disconnecting")
 
     def evict(self, code: ErrorCode, message: str) -> None:
         """Disconnect this member: it gets one error line, if it reads in time."""

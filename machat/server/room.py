@@ -120,14 +120,16 @@ class Room:
         text_bytes = encode_text(message)
         json_bytes = b""
         text_format = Format.TEXT
-        for member in self.members:
+        for member in self.members:  # the hot loop: Member.deliver, inlined
             if member.fmt is text_format:
                 data = text_bytes
             else:
                 if not json_bytes:
                     json_bytes = encode_json(message)
                 data = json_bytes
-            member.deliver(data)
+            outbox = member.outbox
+            if not outbox.put_nowait(data) and outbox.overflowed:
+                member.evict_too_slow()
         self.messages_out += len(self.members)
         if self._on_message is not None:
             self._on_message(message)

@@ -3,7 +3,7 @@
 The room task hands each published message to `MessageStore.put_nowait`, which only
 appends to a list: the fan-out never waits for the disk.  One writer task
 (`MessageStore.run`) collects what is pending for up to ``batch_interval`` seconds
-(or until ``batch_size`` are pending) and writes the batch with one ``executemany``
+(or until ``batch_size`` are pending) and writes the batch with one multi-row ``INSERT``
 in one transaction, on a worker thread.  Only that task and `flush` write, one at
 a time, so the connection is never used by two threads at once.
 
@@ -16,6 +16,7 @@ bounded by ``max_pending``: beyond it the oldest are dropped and counted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -46,10 +47,19 @@ CREATE TABLE IF NOT EXISTS messages (
 """
 
 # OR REPLACE: writing the same batch twice (a retry after an unclear failure) is harmless.
-_INSERT = (
-    "INSERT OR REPLACE INTO messages (room_key, id, room, sender, text, ts) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
+_COLUMNS = 6
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    """One INSERT for ``rows`` messages.
+
+    One statement per batch rather than ``executemany``: the sqlite3 module lets go
+    of the GIL around every statement step, and a step per row made the writer
+    thread and the event loop hand the GIL back and forth for every message.
+    """
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT OR REPLACE INTO messages (room_key, id, room, sender, text, ts) VALUES {values}"
 
 
 @attrs.frozen
@@ -260,8 +270,17 @@ class MessageStore:
             self._drop(len(self._pending) - self.max_pending)
 
     def _write_rows(self, batch: list[ev.Message]) -> None:
-        """On a worker thread: one transaction, one executemany."""
+        """On a worker thread: one transaction, one INSERT statement per batch."""
         conn = self.conn
-        rows = [(fold_name(m.room), m.id, m.room, m.sender, m.text, m.ts) for m in batch]
+        per_statement = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
+        keys: dict[str, str] = {}
         with conn:
-            conn.executemany(_INSERT, rows)
+            for start in range(0, len(batch), per_statement):
+                chunk = batch[start : start + per_statement]
+                params: list[object] = []
+                for m in chunk:
+                    key = keys.get(m.room)
+                    if key is None:
+                        key = keys[m.room] = fold_name(m.room)
+                    params += (key, m.id, m.room, m.sender, m.text, m.ts)
+                conn.execute(_insert_sql(len(chunk)), params)
