@@ -22,6 +22,7 @@ from .connection import close_stream, handle_connection, peer_address, refuse
 from .handlers import dispatch
 from .history import History
 from .member import Member
+from .memory import MemoryReleaser
 from .state import ChatState
 from .store import MessageStore
 from .transcript import Transcript
@@ -29,6 +30,9 @@ from .transcript import Transcript
 __all__ = ["ChatServer"]
 
 logger = logging.getLogger("machat.server")
+
+#: Seconds after a crowd left before free memory is handed back to the system.
+MEMORY_RELEASE_DELAY = 1.0
 
 
 class ChatServer:
@@ -50,6 +54,7 @@ class ChatServer:
         self._stopping = trio.Event()
         self._active = 0  # connections being handled
         self._per_ip: dict[str, int] = {}
+        self._memory = MemoryReleaser()
         self._all_gone = trio.Event()
 
     @property
@@ -163,6 +168,7 @@ class ChatServer:
             await close_stream(stream)
             return
         self._active += 1
+        self._memory.connections_changed(self._active)
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self.state.counters.connections += 1
         try:
@@ -172,6 +178,8 @@ class ChatServer:
             logger.exception("error serving %s", addr)
         finally:
             self._active -= 1
+            if self._memory.connections_changed(self._active) and self._nursery is not None:
+                self._nursery.start_soon(self._release_memory)
             left = self._per_ip[ip] - 1
             if left:
                 self._per_ip[ip] = left
@@ -179,6 +187,10 @@ class ChatServer:
                 del self._per_ip[ip]
             if not self._active and self._shutting_down:
                 self._all_gone.set()
+
+    async def _release_memory(self) -> None:
+        await trio.sleep(MEMORY_RELEASE_DELAY)  # let the leavers' tasks end first
+        self._memory.release()
 
     def _over_capacity(self, ip: str) -> str | None:
         config = self.config
