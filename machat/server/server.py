@@ -50,8 +50,7 @@ class ChatServer:
         self._nursery: trio.Nursery | None = None
         self._archives_open = False
         self._listen_scope: trio.CancelScope | None = None
-        self._shutting_down = False
-        self._stopping = trio.Event()
+        self._stopping = trio.Event()  # set by shutdown()
         self._active = 0  # connections being handled
         self._per_ip: dict[str, int] = {}
         self._memory = MemoryReleaser()
@@ -63,7 +62,7 @@ class ChatServer:
 
     @property
     def shutting_down(self) -> bool:
-        return self._shutting_down
+        return self._stopping.is_set()
 
     def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         assert self._nursery is not None, "ChatServer.run() is not running"
@@ -185,7 +184,7 @@ class ChatServer:
                 self._per_ip[ip] = left
             else:
                 del self._per_ip[ip]
-            if not self._active and self._shutting_down:
+            if not self._active and self._stopping.is_set():
                 self._all_gone.set()
 
     async def _release_memory(self) -> None:
@@ -260,21 +259,16 @@ class ChatServer:
 
     def shutdown(self, notice: str = "server shutting down") -> None:
         """Stop accepting, tell everyone, give output a bounded time to flush, stop."""
-        if self._shutting_down:
+        if self._stopping.is_set():
             return
-        self._shutting_down = True
         logger.info("shutting down: %d clients", len(self.state.users))
         if self._listen_scope is not None:
             self._listen_scope.cancel()
         deadline = trio.current_time() + self.config.flush_timeout
         for member in list(self.state.users.values()):
-            member.outbox.close(member_notice(member, notice))
+            member.outbox.close(encode(ev.Info(notice), member.fmt))
             if member.cancel_scope is not None:
                 member.cancel_scope.deadline = min(member.cancel_scope.deadline, deadline)
         for room in list(self.state.rooms.values()):
             room.close()
         self._stopping.set()
-
-
-def member_notice(member: Member, text: str) -> bytes:
-    return encode(ev.Info(text), member.fmt)
