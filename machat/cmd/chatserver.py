@@ -87,7 +87,11 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     if cert is None:
         raise ValueError("--tls-key needs --tls-cert")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        files = cert if key is None else f"{cert} and {key}"
+        raise ValueError(f"cannot load the TLS certificate from {files}: {exc}") from None
     return context
 
 
@@ -178,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(run_server, config)
     except OSError as exc:
-        logger.error("cannot start on %s: %s", args.address, exc.strerror or exc)
+        where = exc.filename or args.address
+        logger.error("cannot start: %s: %s", where, exc.strerror or exc)
         return 1
     except sqlite3.Error as exc:
         logger.error("cannot open the database %s: %s", args.db, exc)
