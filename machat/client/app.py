@@ -13,8 +13,6 @@ from collections.abc import Callable
 
 import trio
 
-from machat.protocol.formatting import Format
-
 from .config import ClientConfig
 from .session import run_client
 from .terminal import open_stdin, terminal_writer
@@ -95,14 +93,13 @@ async def run(
         err(f"machat: {exc}")
         return 1
     logger.info("connected to %s as %s, room %s", config.address, config.name, config.room)
-    raw = config.format is Format.JSON
     code = 1
     try:
         if stdin is not None:
-            code = await run_client(stream, config.handshake(), stdin, out, raw=raw)
+            code = await run_client(stream, config.handshake(), stdin, out)
         else:
             async with open_stdin() as terminal_stdin:
-                code = await run_client(stream, config.handshake(), terminal_stdin, out, raw=raw)
+                code = await run_client(stream, config.handshake(), terminal_stdin, out)
     except* BrokenPipeError:
         logger.debug("standard output was closed (e.g. `machat | head`): exiting")
     finally:

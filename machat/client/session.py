@@ -100,10 +100,9 @@ def _is_error_line(text: str) -> bool:
 
 
 class _Session:
-    def __init__(self, stream: trio.abc.Stream, out: Callable[[str], None], raw: bool) -> None:
+    def __init__(self, stream: trio.abc.Stream, out: Callable[[str], None]) -> None:
         self._stream = stream
         self._out = out
-        self._raw = raw
         self._leaving = False  # the user quit or the input ended
         self._first_line: str | None = None
         self._server_closed = False
@@ -114,7 +113,7 @@ class _Session:
         return 1 if refused and self._server_closed else 0
 
     def _print(self, line: bytes) -> None:
-        text = sanitize(line)  # JSON from our server never holds raw control chars
+        text = sanitize(line)  # JSON escapes control characters, so this keeps it intact
         if self._first_line is None:
             self._first_line = text
         self._out(text)
@@ -205,13 +204,12 @@ async def run_client(
     handshake: Handshake,
     stdin: trio.abc.ReceiveStream,
     out: Callable[[str], None],
-    *,
-    raw: bool = False,
 ) -> int:
     """Chat over ``stream`` until the server closes, the user quits or ``stdin`` ends.
 
-    ``out`` is called with every line to show, without its newline. With ``raw``
-    (the JSON format) lines are printed as received, only decoded. Returns the exit
-    code: 0, or 1 if the server refused the handshake. Neither stream is closed.
+    ``out`` is called with every line to show, without its newline, made safe by
+    `sanitize` (JSON lines too: JSON escapes control characters, so a line from an
+    honest server is unchanged). Returns the exit code: 0, or 1 if the server refused
+    the handshake. Neither stream is closed.
     """
-    return await _Session(stream, out, raw).run(handshake, stdin)
+    return await _Session(stream, out).run(handshake, stdin)

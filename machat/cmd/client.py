@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="show the last N messages of the room on joining",
     )
-    add("-json", "--json", action="store_true", help="ask for the JSON format; print it raw")
+    add("-json", "--json", action="store_true", help="JSON format: one object a line")
     add(
         "-log-level",
         "--log-level",

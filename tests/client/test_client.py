@@ -69,20 +69,19 @@ class Peer:
 class Harness:
     """A session over memory streams: we play the server and the keyboard."""
 
-    def __init__(self, handshake: Handshake = MINA, *, raw: bool = False) -> None:
+    def __init__(self, handshake: Handshake = MINA) -> None:
         client, server = trio.testing.memory_stream_pair()
         self._client = client
         self.server = Peer(server)
         self.keyboard, self._stdin = trio.testing.memory_stream_one_way_pair()
         self.output: list[str] = []
         self._handshake = handshake
-        self._raw = raw
         self._done = trio.Event()
         self._exit_code: int | None = None
 
     async def run(self) -> None:
         self._exit_code = await run_client(
-            self._client, self._handshake, self._stdin, self.output.append, raw=self._raw
+            self._client, self._handshake, self._stdin, self.output.append
         )
         self._done.set()
 
@@ -155,7 +154,7 @@ async def test_handshake_is_one_json_line(nursery: trio.Nursery, autojump_clock)
 async def test_handshake_carries_the_options(nursery: trio.Nursery, autojump_clock) -> None:
     handshake = Handshake(name="Mina", room="dev", password="s3cret", format=Format.JSON, history=5)
     with trio.fail_after(5):
-        line = await Harness(handshake, raw=True).start(nursery)
+        line = await Harness(handshake).start(nursery)
     assert line is not None
     assert json.loads(line) == {
         "name": "Mina",
@@ -198,10 +197,10 @@ async def test_incoming_lines_are_printed_safely(nursery: trio.Nursery, autojump
     ]
 
 
-async def test_json_format_prints_lines_raw(nursery: trio.Nursery, autojump_clock) -> None:
+async def test_json_lines_are_printed_unchanged(nursery: trio.Nursery, autojump_clock) -> None:
     line = '{"type":"message","room":"dev","from":"Bob","text":"x\\u001b[31m y"}'
     with trio.fail_after(5):
-        h = Harness(raw=True)
+        h = Harness()
         await h.start(nursery)
         await h.server.send(line.encode())
         await h.server.stream.aclose()
@@ -233,7 +232,7 @@ async def test_refused_handshake_exits_1(nursery: trio.Nursery, autojump_clock) 
 
 async def test_refused_handshake_in_json_exits_1(nursery: trio.Nursery, autojump_clock) -> None:
     with trio.fail_after(5):
-        h = Harness(raw=True)
+        h = Harness()
         await h.start(nursery)
         await h.server.send(b'{"type":"error","code":104,"message":"wrong password"}')
         await h.server.stream.aclose()
