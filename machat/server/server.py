@@ -242,12 +242,12 @@ class ChatServer:
 
     def stats_line(self) -> str:
         c = self.state.counters
-        rooms = self.state.rooms.values()
         return (
-            f"stats: {len(self.state.users)} online, {len(self.state.rooms)} rooms, "
-            f"{c.connections} connections accepted, {c.refused} refused, "
-            f"{c.messages_in} messages in, {sum(r.messages_out for r in rooms)} deliveries "
-            f"in open rooms, {c.evictions} evictions, {c.throttles} throttles"
+            f"stats: {len(self.state.users)} online, {self._active} connections, "
+            f"{len(self.state.rooms)} rooms, {c.connections} connections accepted, "
+            f"{c.refused} refused, {c.messages_in} messages in, "
+            f"{self.state.messages_out()} messages out, {c.evictions} evictions, "
+            f"{c.throttles} throttles"
         )
 
     def reopen_logs(self) -> None:

@@ -42,6 +42,8 @@ class Counters:
     connections: int = 0  # accepted so far
     refused: int = 0  # closed before joining (bad handshake, full, ...)
     messages_in: int = 0
+    #: Room messages delivered by rooms that have since been freed.
+    delivered_by_freed_rooms: int = 0
     evictions: int = 0
     throttles: int = 0
 
@@ -211,6 +213,11 @@ class ChatState:
     def names(self) -> list[str]:
         return sorted((m.name for m in self.users.values()), key=str.casefold)
 
+    def messages_out(self) -> int:
+        """Room messages delivered to members so far, one per member reached."""
+        open_rooms = sum(room.messages_out for room in self.rooms.values())
+        return self.counters.delivered_by_freed_rooms + open_rooms
+
     # -- rooms ------------------------------------------------------------------------
 
     def room_name(self, name: str) -> str:
@@ -255,4 +262,5 @@ class ChatState:
             self._log.leave(room.name, member.name, reason)
         if not room.members:
             del self.rooms[fold_name(room.name)]
+            self.counters.delivered_by_freed_rooms += room.messages_out
             room.close()

@@ -233,3 +233,19 @@ async def test_shutdown_tells_everyone_and_ends(connect: Connect, server: ChatSe
         server.shutdown()
         assert (await mina.until_closed())[-1] == "* server shutting down"
         assert (await bob.until_closed())[-1] == "* server shutting down"
+
+
+async def test_messages_out_are_counted_after_their_room_is_freed(
+    connect: Connect, server: ChatServer
+) -> None:
+    with trio.fail_after(5):
+        mina = await connect("Mina")
+        bob = await connect("Bob")
+        await mina.send("one", "two")
+        await bob.expect("Mina:two")
+        assert server.state.messages_out() == 4  # two messages, two members each
+        await mina.aclose()
+        await bob.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+    assert server.state.rooms == {}
+    assert server.state.messages_out() == 4
