@@ -30,7 +30,8 @@ whose message includes the right usage; no other exception escapes `parse_line`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 
@@ -62,6 +63,10 @@ MAX_HISTORY = 500
 
 
 # --- Commands ----------------------------------------------------------------
+
+
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(names)
 
 
 @attrs.frozen
@@ -102,7 +107,7 @@ class Join:
 class Msg:
     """A private message; a target starting with ``#`` is a group."""
 
-    targets: tuple[str, ...] = attrs.field(converter=tuple)
+    targets: tuple[str, ...] = attrs.field(converter=_names)
     text: str
 
 
@@ -119,7 +124,7 @@ class Group:
 
     name: str
     members: tuple[str, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
+        default=None, converter=attrs.converters.optional(_names)
     )
 
 
@@ -422,7 +427,7 @@ def _with_argument(word: str, argument: str | None) -> str:
     return f"/{word} {argument}" if argument else f"/{word}"
 
 
-_FORMATTERS: dict[type, Callable[[Command], str]] = {
+_FORMATTERS: dict[type, Callable[[Any], str]] = {
     Say: _format_say,
     Nick: lambda cmd: f"/nick {cmd.name}",
     ListUsers: lambda cmd: "/list",

@@ -70,7 +70,7 @@ class LineBuffer:
     def __len__(self) -> int:
         return len(self._data) - self._start
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._eof:
             raise RuntimeError("feed() after feed_eof()")
         self._data += data
@@ -153,7 +153,7 @@ class _HandshakeScanner:
         self._in_string = False
         self._escape = False
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._data += data
 
     def scan(self) -> tuple[bytes, bytes] | None:
@@ -235,7 +235,7 @@ class Framer:
         """True once `feed_eof` was called: no more events will come after ``None``."""
         return self._eof
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._scanner is not None:
             self._scanner.feed(data)
         elif self._skip_newline:

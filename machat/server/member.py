@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -10,6 +11,9 @@ from ..protocol import events as ev
 from ..protocol.errors import ErrorCode
 from ..protocol.formatting import Format, encode
 from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from .room import Room
 
 __all__ = ["Member"]
 
@@ -32,7 +36,7 @@ class Member:
         self.fmt = fmt
         self.outbox = outbox
         self.addr = addr
-        self.room: object | None = None  # the Room it is in, set by the state
+        self.room: Room | None = None  # set by the state
         self.cancel_scope: trio.CancelScope | None = None
         self.evicted = False
 
