@@ -54,11 +54,16 @@ class ChatServer:
         self._active = 0  # connections being handled
         self._per_ip: dict[str, int] = {}
         self._memory = MemoryReleaser()
-        self._all_gone = trio.Event()
+        self._connections_changed = trio.lowlevel.ParkingLot()
 
     @property
     def active_connections(self) -> int:
         return self._active
+
+    async def wait_connections(self, at_most: int) -> None:
+        """Wait until no more than ``at_most`` connections are being served."""
+        while self._active > at_most:
+            await self._connections_changed.park()
 
     @property
     def shutting_down(self) -> bool:
@@ -119,9 +124,8 @@ class ChatServer:
                 nursery.start_soon(self._log_stats)
             task_status.started()
             await self._stopping.wait()
-            if self._active:
-                with trio.move_on_after(self.config.flush_timeout + 1.0):
-                    await self._all_gone.wait()
+            with trio.move_on_after(self.config.flush_timeout + 1.0):
+                await self.wait_connections(at_most=0)
             nursery.cancel_scope.cancel()
 
     async def serve(
@@ -184,8 +188,7 @@ class ChatServer:
                 self._per_ip[ip] = left
             else:
                 del self._per_ip[ip]
-            if not self._active and self._stopping.is_set():
-                self._all_gone.set()
+            self._connections_changed.unpark_all()
 
     async def _release_memory(self) -> None:
         await trio.sleep(MEMORY_RELEASE_DELAY)  # let the leavers' tasks end first

@@ -71,9 +71,7 @@ async def test_half_handshakes_are_closed_at_the_timeout_while_others_chat(
             assert not outcomes  # all of this well inside the handshake timeout
         await norm.send("and after")
         assert await norm.line() == "Norm:and after"
-        # The server has no event for "a connection ended"; poll, bounded above.
-        while server.active_connections > 1:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+        await server.wait_connections(at_most=1)
 
     assert len(outcomes) == LORIS
     for took, lines in outcomes:

@@ -249,3 +249,24 @@ async def test_messages_out_are_counted_after_their_room_is_freed(
         await trio.testing.wait_all_tasks_blocked()
     assert server.state.rooms == {}
     assert server.state.messages_out() == 4
+
+
+async def test_wait_connections_returns_once_enough_have_ended(
+    connect: Connect, server: ChatServer
+) -> None:
+    with trio.fail_after(5):
+        mina = await connect("Mina")
+        bob = await connect("Bob")
+        done = trio.Event()
+
+        async def waiter() -> None:
+            await server.wait_connections(at_most=1)
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()  # two connections are still open
+            await bob.aclose()
+        assert server.active_connections == 1
+        await mina.aclose()
