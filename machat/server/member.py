@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -15,7 +16,7 @@ from .outbox import Outbox
 if TYPE_CHECKING:
     from .room import Room
 
-__all__ = ["Member"]
+__all__ = ["Member", "deliver_event"]
 
 logger = logging.getLogger("machat.server")
 
@@ -65,3 +66,13 @@ class Member:
             self.cancel_scope.deadline = min(
                 self.cancel_scope.deadline, trio.current_time() + EVICTION_GRACE
             )
+
+
+def deliver_event(members: Iterable[Member], event: ev.Event) -> None:
+    """Deliver one event to many members, encoding it once per wire format."""
+    encoded: dict[Format, bytes] = {}
+    for member in list(members):  # delivering may evict: never iterate a live view
+        data = encoded.get(member.fmt)
+        if data is None:
+            data = encoded[member.fmt] = encode(event, member.fmt)
+        member.deliver(data)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import trio
 
 from ..protocol import events as ev
-from ..protocol.formatting import Format, encode, encode_json, encode_text
-from .member import Member
+from ..protocol.formatting import Format, encode_json, encode_text
+from .member import Member, deliver_event
 
 __all__ = ["Room"]
 
@@ -59,16 +59,9 @@ class Room:
     def names(self) -> list[str]:
         return sorted((m.name for m in self.members), key=str.casefold)
 
-    def broadcast_event(self, event: ev.Event, *, exclude: Member | None = None) -> None:
+    def broadcast_event(self, event: ev.Event) -> None:
         """Deliver an event to every member now, encoded once per format."""
-        cache: dict[Format, bytes] = {}
-        for member in list(self.members):
-            if member is exclude:
-                continue
-            data = cache.get(member.fmt)
-            if data is None:
-                data = cache[member.fmt] = encode(event, member.fmt)
-            member.deliver(data)
+        deliver_event(self.members, event)
 
     # -- messages --------------------------------------------------------------------
 

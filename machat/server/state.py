@@ -17,10 +17,9 @@ import attrs
 
 from ..protocol import events as ev
 from ..protocol.errors import ErrorCode, RemoteProtocolError
-from ..protocol.formatting import encode
 from ..protocol.handshake import fold_name, validate_name, validate_room
 from .history import History
-from .member import Member
+from .member import Member, deliver_event
 from .room import Room
 
 __all__ = ["ChatState", "Counters", "EventLog", "Group"]
@@ -168,18 +167,11 @@ class ChatState:
                 unknown.append(name)
             else:
                 recipients[member] = None
-        for member in recipients:
-            member.send_event(event)
+        deliver_event(recipients, event)
 
     def broadcast(self, sender: Member, text: str) -> None:
         """``@ALL:`` -- to everyone connected, the sender included."""
-        event = ev.Broadcast(sender.name, text, time.time())
-        cache: dict[object, bytes] = {}
-        for member in list(self.users.values()):
-            data = cache.get(member.fmt)
-            if data is None:
-                data = cache[member.fmt] = encode(event, member.fmt)
-            member.deliver(data)
+        deliver_event(self.users.values(), ev.Broadcast(sender.name, text, time.time()))
 
     def define_group(self, owner: Member, name: str, members: tuple[str, ...]) -> Group:
         if not _GROUP_RE.fullmatch(name):
