@@ -27,10 +27,6 @@ class Outbox:
         self.overflowed = False
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def pending_bytes(self) -> int:
         return self._size
 

@@ -120,7 +120,7 @@ async def test_refused_handshakes_get_one_error_line_and_are_closed(
             client = await connect()
             await client.send_raw(raw)
             if expected is None:
-                await client.stream.send_eof() if hasattr(client.stream, "send_eof") else None
+                await client.stream.send_eof()
                 await client.aclose()
                 continue
             lines = await client.until_closed()
