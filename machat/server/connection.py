@@ -210,8 +210,13 @@ class _Reader:
                 if event is None:
                     break
                 assert isinstance(event, LineReceived)
-                if self.bucket is not None:
-                    await self._throttle()
+                bucket = self.bucket
+                if bucket is not None:
+                    delay = bucket.take(trio.current_time())
+                    if delay:
+                        await self._throttle(bucket, delay)
+                    else:
+                        self.throttled = False
                 reason = await self._on_line(event.data)
                 if reason is not None:
                     return reason
@@ -233,17 +238,11 @@ class _Reader:
             )
             return "idle timeout"
 
-    async def _throttle(self) -> None:
+    async def _throttle(self, bucket: TokenBucket, delay: float) -> None:
         """Wait out the flood budget; meanwhile nothing is read (TCP backpressure)."""
-        assert self.bucket is not None
-        delay = self.bucket.take(trio.current_time())
-        if not delay:
-            self.throttled = False
-            return
         if not self.throttled:
             self.throttled = True
             self.server.state.counters.throttles += 1
-            bucket = self.bucket
             self.member.send_event(
                 ev.Error(
                     ErrorCode.RATE_LIMITED,
