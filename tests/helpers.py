@@ -7,6 +7,7 @@ import json
 import trio
 
 from machat.protocol.framing import LineBuffer
+from machat.server.outbox import Outbox
 
 
 class LineClient:
@@ -71,3 +72,17 @@ class LineClient:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class QueueSender(Outbox):
+    """A `Sender` with nothing behind it: what it was given stays queued to be read
+    back with `take_nowait` (the state machine's view of a member's screen)."""
+
+    def send_nowait(self, data: bytes) -> bool:
+        return self.put_nowait(data)
+
+    def evict(self, last: bytes) -> None:
+        self.replace_and_close(last)
+
+    async def wait_flushed(self) -> None:
+        await trio.lowlevel.checkpoint()

@@ -1,15 +1,27 @@
 """Error codes and the exceptions of the sans-IO core.
 
-Errors say who broke the protocol, as h11 does: a `RemoteProtocolError` means
-the peer sent something we refuse, and carries the numbered code and the text
-of the ``! ERROR`` line to send back.
+Two kinds of error, each with one meaning:
+
+- `RemoteProtocolError`, as in h11: the peer broke the protocol (a malformed
+  handshake, a line too long, bytes that are not text).
+- `ChatError`: an ordinary refusal or reply to a well-formed request (the name is
+  in use, there is no such recipient, the password is wrong).
+
+Both carry the numbered code and the text of the ``! ERROR`` line to send back, so
+the wire output is the same whichever was raised.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["ErrorCode", "LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
+__all__ = [
+    "ChatError",
+    "ErrorCode",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
+]
 
 
 class ErrorCode(enum.IntEnum):
@@ -28,6 +40,11 @@ class ErrorCode(enum.IntEnum):
     TIMED_OUT = 110
     TOO_SLOW = 111
     INVALID_TEXT = 112
+    CLUSTER_UNAVAILABLE = 113
+    NAME_REGISTERED = 114
+    MUTED = 115
+    NOT_PERMITTED = 116
+    BANNED = 117
 
 
 class ProtocolError(Exception):
@@ -51,3 +68,18 @@ class RemoteProtocolError(ProtocolError):
 
     def __repr__(self) -> str:
         return f"RemoteProtocolError({self.code.name}, {self.message!r})"
+
+
+class ChatError(Exception):
+    """A well-formed request that the server refuses: not a protocol violation.
+
+    ``code`` and ``message`` are what to send back as ``! ERROR <code> <message>``.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ChatError({self.code.name}, {self.message!r})"

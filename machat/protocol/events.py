@@ -135,10 +135,13 @@ class RoomList:
 
 @attrs.frozen
 class History:
-    """Past messages of a room, oldest first (``/history`` or the handshake's ``history``)."""
+    """Past messages of a room, oldest first (``/history``, or the handshake's
+    ``history`` or ``since``).  ``complete`` is False when some of the messages
+    asked for are no longer kept."""
 
     room: str
     messages: tuple[Message, ...]
+    complete: bool = True
 
 
 Event = (

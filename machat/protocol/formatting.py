@@ -52,9 +52,22 @@ def _message_json(m: ev.Message) -> dict[str, Any]:
 
 
 def _history_text(h: ev.History) -> str:
+    lines = [] if h.complete else [f"* some earlier messages of {h.room} are no longer kept"]
     if not h.messages:
-        return f"* no history in {h.room}"
-    return "\n".join(f"* [{format_time(m.ts)}] {_message_text(m)}" for m in h.messages)
+        lines.append(f"* no history in {h.room}")
+    lines.extend(f"* [{format_time(m.ts)}] {_message_text(m)}" for m in h.messages)
+    return "\n".join(lines)
+
+
+def _history_json(h: ev.History) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "type": "history",
+        "room": h.room,
+        "messages": [_message_json(m) for m in h.messages],
+    }
+    if not h.complete:
+        obj["complete"] = False
+    return obj
 
 
 def _leave_text(e: ev.Leave) -> str:
@@ -111,11 +124,7 @@ _JSON: dict[type, Callable[[Any], dict[str, Any]]] = {
         "type": "rooms",
         "rooms": [{"room": r, "members": n} for r, n in e.rooms],
     },
-    ev.History: lambda e: {
-        "type": "history",
-        "room": e.room,
-        "messages": [_message_json(m) for m in e.messages],
-    },
+    ev.History: _history_json,
 }
 
 

@@ -65,8 +65,8 @@ def validate_room(room: str) -> str:
     return room
 
 
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
-    if value < 0:
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value < 0:
         raise ValueError(f"{attribute.name} must be >= 0")
 
 
@@ -79,6 +79,8 @@ class Handshake:
     password: str | None = attrs.field(default=None, repr=False)
     format: Format = Format.TEXT
     history: int = attrs.field(default=0, validator=_non_negative)
+    #: Resume: replay the room's messages with an id above this one (`History.since`).
+    since: int | None = attrs.field(default=None, validator=_non_negative)
 
 
 def _strict_str(value: Any, _type: type) -> str:

@@ -1,205 +1,162 @@
-"""One client's life on the server: handshake, then a reader and one writer.
+"""One client's life on the server, written once for every transport.
 
-The reader parses lines and acts on them; the writer is the only task that calls
-``send_all``, and sends everything pending in one call.  Whatever happens to the
-connection, the member is forgotten and the stream closed on the way out.
+`serve_connection` takes a `Transport` (what carries the bytes) and a `Hub` (what
+the connection may ask of the server) and does everything a connection does: the
+caps, the handshake under its timeout, admission, then reading lines under flood
+control and the idle timeout, dispatching them, and leaving.  Output goes through
+the transport's `Sender`, which never makes the reader (or a room) wait.
+
+A connection's states, in order: the caps are checked; the handshake is read
+(bounded by ``handshake_timeout``); the member is admitted; lines are read until
+the client quits, goes quiet too long, breaks the protocol fatally, is evicted or
+disconnects; output is flushed (bounded by ``flush_timeout``); the transport is
+closed.  Whatever happens, the member is forgotten and the transport closed.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-from typing import TYPE_CHECKING
 
 import trio
 
 from ..protocol import events as ev
-from ..protocol.errors import ErrorCode, RemoteProtocolError
+from ..protocol.errors import ChatError, ErrorCode, RemoteProtocolError
 from ..protocol.formatting import Format, encode
 from ..protocol.framing import Framer, HandshakeReceived, LineReceived, decode_text
 from ..protocol.handshake import Handshake, decode_handshake
 from ..protocol.ratelimit import TokenBucket
 from .handlers import settle
+from .hub import Hub
 from .member import Member
-from .outbox import Outbox
+from .transport import TRANSPORT_ERRORS, Sender, Transport
 
-if TYPE_CHECKING:
-    from .server import ChatServer
-
-__all__ = ["close_stream", "handle_connection", "peer_address", "refuse"]
+__all__ = ["serve_connection"]
 
 logger = logging.getLogger("machat.server")
 
-RECEIVE_SIZE = 65536
 #: How long a refused client gets to read its error line.
 REFUSAL_LINGER = 1.0
-#: How long closing a stream may wait for the peer (a TLS close_notify).
-CLOSE_TIMEOUT = 1.0
-#: Transport failures: the peer went away or the TLS layer broke.
-TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    return getattr(stream, "socket", None)
-
-
-def peer_address(stream: trio.abc.Stream) -> tuple[str, str]:
-    """(ip, "ip:port") of the peer; ("memory", "memory") for in-process streams."""
-    sock = _socket_of(stream)
-    if sock is None:
-        return "memory", "memory"
-    try:
-        host, port, *_ = sock.getpeername()
-    except (OSError, ValueError):
-        return "?", "?"
-    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-
-
-def enable_keepalive(stream: trio.abc.Stream) -> None:
-    sock = _socket_of(stream)
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 15)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
-    except OSError:  # not every platform or socket type has these
-        pass
-
-
-async def close_stream(stream: trio.abc.Stream) -> None:
-    """Close politely (TLS sends close_notify), but never wait long for a peer."""
-    with trio.CancelScope(shield=True) as scope:
-        scope.deadline = trio.current_time() + CLOSE_TIMEOUT
-        try:
-            await stream.aclose()
-        except TRANSPORT_ERRORS:
-            pass
-    if scope.cancelled_caught:
-        await trio.aclose_forcefully(stream)
-
-
-async def refuse(
-    stream: trio.abc.Stream, code: ErrorCode, message: str, fmt: Format = Format.TEXT
-) -> None:
-    """Send one error line (bounded in time) before the stream is closed."""
-    with trio.move_on_after(REFUSAL_LINGER):
-        try:
-            await stream.send_all(encode(ev.Error(code, message), fmt))
-        except TRANSPORT_ERRORS:
-            pass
-
-
-async def _read_handshake(
-    server: ChatServer, stream: trio.abc.Stream, framer: Framer
-) -> Handshake | None:
-    """Read and decode the handshake; refuse the client and return None on failure."""
-    config = server.config
-    with trio.move_on_after(config.handshake_timeout):
-        try:
-            while (event := framer.next_event()) is None:
-                data = await stream.receive_some(RECEIVE_SIZE)
-                if not data:
-                    return None
-                framer.feed(data)
-            assert isinstance(event, HandshakeReceived)
-            return decode_handshake(event.data)
-        except RemoteProtocolError as exc:
-            await refuse(stream, exc.code, exc.message)
-            return None
-    await refuse(
-        stream,
-        ErrorCode.TIMED_OUT,
-        f"timed out: no complete handshake within {config.handshake_timeout:g} s",
-    )
-    return None
-
-
-async def handle_connection(server: ChatServer, stream: trio.abc.Stream, addr: str) -> None:
+async def serve_connection(hub: Hub, transport: Transport) -> None:
     """Serve one client from its first byte to its disconnect."""
-    state = server.state
-    member: Member | None = None
-    enable_keepalive(stream)
+    peer = transport.peer
+    refusal = hub.open_connection(peer)
     try:
-        framer = Framer(server.config.max_line, server.config.max_handshake)
-        handshake = await _read_handshake(server, stream, framer)
-        if handshake is None:
-            state.counters.refused += 1
-            return
-        member = Member(handshake.name, handshake.format, Outbox(server.config.outbox_limit), addr)
-        try:
-            server.admit(member, handshake)
-        except RemoteProtocolError as exc:
-            state.counters.refused += 1
-            logger.info("refused %s from %s: %s", handshake.name, addr, exc.message)
-            member = None
-            await refuse(stream, exc.code, exc.message, handshake.format)
-            return
-        logger.info("%s joined %s from %s", member.name, handshake.room, addr)
-        reason = await _serve_member(server, stream, framer, member)
-        state.unregister(member, reason)
-        logger.info("%s disconnected (%s)", member.name, reason)
-    except TRANSPORT_ERRORS as exc:
-        logger.debug("connection from %s broke: %r", addr, exc)
+        if refusal is not None:
+            hub.counters.refused += 1
+            logger.warning("refusing %s: %s", peer.label, refusal)
+        await _serve(hub, transport, refusal)
     finally:
-        if member is not None:
-            state.unregister(member, "connection lost")
-        await close_stream(stream)
+        if refusal is None:
+            hub.close_connection(peer)
+        await transport.aclose()
 
 
-async def _serve_member(
-    server: ChatServer, stream: trio.abc.Stream, framer: Framer, member: Member
-) -> str:
-    """Run the reader and the writer until either ends; returns the leave reason."""
-    reason = "connection lost"
+async def _serve(hub: Hub, transport: Transport, refusal: str | None) -> None:
+    config = hub.config
     with trio.CancelScope() as scope:
-        member.cancel_scope = scope
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_writer, stream, member.outbox, nursery.cancel_scope)
-            reason = await _Reader(server, stream, framer, member).run()
-            # Let the writer flush what is pending, within bounds.
-            member.outbox.close()
-            scope.deadline = min(scope.deadline, trio.current_time() + server.config.flush_timeout)
-    if member.evicted:
-        server.state.counters.evictions += 1
-        reason = "evicted"
-    return reason
+            sender = transport.open_sender(config.outbox_limit, nursery, scope.cancel)
+            try:
+                if refusal is not None:
+                    _refuse(sender, ErrorCode.SERVER_FULL, refusal)
+                    scope.deadline = trio.current_time() + REFUSAL_LINGER
+                else:
+                    await _Connection(hub, transport, sender, scope).run()
+            except TRANSPORT_ERRORS as exc:
+                logger.debug("connection from %s broke: %r", transport.peer.label, exc)
+            sender.close()
+            await sender.wait_flushed()
 
 
-async def _writer(stream: trio.abc.Stream, outbox: Outbox, done: trio.CancelScope) -> None:
-    try:
-        while data := await outbox.take():
-            await stream.send_all(data)
-    except TRANSPORT_ERRORS:
-        pass
-    finally:
-        done.cancel()
+def _refuse(sender: Sender, code: ErrorCode, message: str, fmt: Format = Format.TEXT) -> None:
+    """Queue one error line; the caller closes the sender, bounded by REFUSAL_LINGER."""
+    sender.close(encode(ev.Error(code, message), fmt))
 
 
-class _Reader:
-    """Reads a member's lines and acts on them, under flood control."""
+class _Connection:
+    """The per-connection state between the handshake and the leave."""
 
     def __init__(
-        self, server: ChatServer, stream: trio.abc.Stream, framer: Framer, member: Member
+        self, hub: Hub, transport: Transport, sender: Sender, scope: trio.CancelScope
     ) -> None:
-        self.server = server
-        self.stream = stream
-        self.framer = framer
-        self.member = member
-        config = server.config
+        self.hub = hub
+        self.transport = transport
+        self.sender = sender
+        self.scope = scope
+        config = hub.config
+        self.framer = Framer(config.max_line, config.max_handshake)
         self.bucket = (
             TokenBucket(config.rate, config.burst, trio.current_time()) if config.rate > 0 else None
         )
         self.throttled = False
+        self.member: Member | None = None
 
-    async def run(self) -> str:
+    def _linger(self) -> None:
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + REFUSAL_LINGER)
+
+    async def run(self) -> None:
+        hub, peer = self.hub, self.transport.peer
+        handshake = await self._read_handshake()
+        if handshake is None:
+            hub.counters.refused += 1
+            self._linger()
+            return
+        member = Member(handshake.name, handshake.format, self.sender, peer.label, peer.ip)
+        member.cancel_scope = self.scope
+        try:
+            await hub.admit(member, handshake)
+        except (ChatError, RemoteProtocolError) as exc:
+            hub.counters.refused += 1
+            logger.info("refused %s from %s: %s", handshake.name, peer.label, exc.message)
+            _refuse(self.sender, exc.code, exc.message, handshake.format)
+            self._linger()
+            return
+        self.member = member
+        logger.info("%s joined %s from %s", member.name, handshake.room, peer.label)
+        reason = "connection lost"
+        try:
+            reason = await self._read_lines()
+        finally:
+            if member.evicted:
+                hub.counters.evictions += 1
+                reason = "evicted"
+            hub.leave(member, reason)
+            logger.info("%s disconnected (%s)", member.name, reason)
+        # Let what is pending flush, within bounds.
+        self.scope.deadline = min(
+            self.scope.deadline, trio.current_time() + hub.config.flush_timeout
+        )
+
+    async def _read_handshake(self) -> Handshake | None:
+        """Read and decode the handshake; queue a refusal and return None on failure."""
+        timeout = self.hub.config.handshake_timeout
+        framer = self.framer
+        with trio.move_on_after(timeout):
+            try:
+                while (event := framer.next_event()) is None:
+                    data = await self.transport.receive_some()
+                    if not data:
+                        return None
+                    framer.feed(data)
+                assert isinstance(event, HandshakeReceived)
+                return decode_handshake(event.data)
+            except RemoteProtocolError as exc:
+                _refuse(self.sender, exc.code, exc.message)
+                return None
+        _refuse(
+            self.sender,
+            ErrorCode.TIMED_OUT,
+            f"timed out: no complete handshake within {timeout:g} s",
+        )
+        return None
+
+    async def _read_lines(self) -> str:
         """Read and act on lines until the client leaves; returns the leave reason."""
         framer, member = self.framer, self.member
-        idle = self.server.config.idle_timeout or float("inf")
+        assert member is not None
+        idle = self.hub.config.idle_timeout
         while True:
             while True:
                 try:
@@ -223,26 +180,34 @@ class _Reader:
             if framer.at_eof:
                 await settle(member)
                 return "disconnected"
-            with trio.move_on_after(idle):
-                try:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                except TRANSPORT_ERRORS:
-                    return "connection lost"
-                if data:
-                    framer.feed(data)
-                else:
-                    framer.feed_eof()
-                continue
-            member.send_event(
-                ev.Error(ErrorCode.TIMED_OUT, f"timed out: idle for {idle:g} s, disconnecting")
-            )
-            return "idle timeout"
+            try:
+                data = await self._receive(idle)
+            except TRANSPORT_ERRORS:
+                return "connection lost"
+            if data is None:
+                member.send_event(
+                    ev.Error(ErrorCode.TIMED_OUT, f"timed out: idle for {idle:g} s, disconnecting")
+                )
+                return "idle timeout"
+            if data:
+                framer.feed(data)
+            else:
+                framer.feed_eof()
+
+    async def _receive(self, idle: float) -> bytes | None:
+        """The next chunk; None if ``idle`` seconds (0: forever) pass without one."""
+        if not idle:
+            return await self.transport.receive_some()
+        with trio.move_on_after(idle):
+            return await self.transport.receive_some()
+        return None
 
     async def _throttle(self, bucket: TokenBucket, delay: float) -> None:
         """Wait out the flood budget; meanwhile nothing is read (TCP backpressure)."""
+        assert self.member is not None
         if not self.throttled:
             self.throttled = True
-            self.server.state.counters.throttles += 1
+            self.hub.counters.throttles += 1
             self.member.send_event(
                 ev.Error(
                     ErrorCode.RATE_LIMITED,
@@ -254,9 +219,11 @@ class _Reader:
 
     async def _on_line(self, data: bytes) -> str | None:
         """Act on one line; returns a reason if the client is leaving."""
+        member = self.member
+        assert member is not None
         try:
             text = decode_text(data)
-            return await self.server.dispatch(self.member, text)
-        except RemoteProtocolError as exc:
-            self.member.send_event(ev.Error(exc.code, exc.message))
+            return await self.hub.dispatch(member, text)
+        except (ChatError, RemoteProtocolError) as exc:
+            member.send_event(ev.Error(exc.code, exc.message))
             return None

@@ -14,7 +14,7 @@ import trio
 
 from ..protocol import commands as cmd
 from ..protocol import events as ev
-from ..protocol.errors import ErrorCode, RemoteProtocolError
+from ..protocol.errors import ChatError, ErrorCode
 from ..protocol.handshake import fold_name
 from .member import Member
 
@@ -83,7 +83,7 @@ def _who(server: ChatServer, member: Member, c: cmd.Who) -> None:
     else:
         room = server.state.rooms.get(fold_name(c.room))
     if room is None:
-        raise RemoteProtocolError(ErrorCode.INVALID_ROOM, f"no such room: {c.room}")
+        raise ChatError(ErrorCode.INVALID_ROOM, f"no such room: {c.room}")
     member.send_event(ev.Members(room.name, tuple(room.names())))
 
 
@@ -124,7 +124,7 @@ def _history(server: ChatServer, member: Member, c: cmd.History) -> None:
 
 
 def _stats(server: ChatServer, member: Member, c: cmd.Stats) -> None:
-    member.send_event(ev.Info(server.stats_line()))
+    member.send_event(ev.Info(server.statistics().format()))
 
 
 #: Commands the room must see after the member's earlier lines.

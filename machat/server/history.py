@@ -76,6 +76,27 @@ class History:
         newest_first.reverse()
         return tuple(newest_first)
 
+    def since(self, room: str, id: int) -> tuple[tuple[ev.Message, ...], bool]:
+        """The kept messages of ``room`` with an id above ``id``, oldest first, and
+        whether they are all of them (False if some were dropped, or if ``id`` is
+        from beyond what this history knows, as after a restart without a store)."""
+        key = fold_name(room)
+        last = self._last_ids.get(key, 0)
+        ring = self._rings.get(key)
+        if id > last:
+            return (), False
+        if ring is None:
+            return (), id == last
+        self._rings.move_to_end(key)
+        newer: list[ev.Message] = []
+        for message in reversed(ring):
+            if message.id <= id:
+                break
+            newer.append(message)
+        newer.reverse()
+        complete = id == last or (bool(ring) and ring[0].id <= id + 1)
+        return tuple(newer), complete
+
     def last_id(self, room: str) -> int:
         """The highest id ``room`` ever used (0 for a room never seen)."""
         return self._last_ids.get(fold_name(room), 0)

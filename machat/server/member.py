@@ -11,10 +11,10 @@ import trio
 from ..protocol import events as ev
 from ..protocol.errors import ErrorCode
 from ..protocol.formatting import Format, encode
-from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .room import Room
+    from .transport import Sender
 
 __all__ = ["Member", "deliver_event"]
 
@@ -25,18 +25,21 @@ EVICTION_GRACE = 2.0
 
 
 class Member:
-    """A registered client: its name, wire format, room and outbox.
+    """A registered client: its name, wire format, room and sender.
 
     Everything here is synchronous; the connection's tasks own the I/O.
     """
 
-    __slots__ = ("addr", "cancel_scope", "fmt", "name", "outbox", "room", "evicted")
+    __slots__ = ("addr", "cancel_scope", "evicted", "fmt", "ip", "name", "room", "sender")
 
-    def __init__(self, name: str, fmt: Format, outbox: Outbox, addr: str = "") -> None:
+    def __init__(
+        self, name: str, fmt: Format, sender: Sender, addr: str = "", ip: str = ""
+    ) -> None:
         self.name = name
         self.fmt = fmt
-        self.outbox = outbox
+        self.sender = sender
         self.addr = addr
+        self.ip = ip
         self.room: Room | None = None  # set by the state
         self.cancel_scope: trio.CancelScope | None = None
         self.evicted = False
@@ -49,7 +52,8 @@ class Member:
         self.deliver(encode(event, self.fmt))
 
     def deliver(self, data: bytes) -> None:
-        if not self.outbox.put_nowait(data) and self.outbox.overflowed:
+        sender = self.sender
+        if not sender.send_nowait(data) and sender.overflowed:
             self.evict_too_slow()
 
     def evict_too_slow(self) -> None:
@@ -61,7 +65,7 @@ class Member:
             return
         self.evicted = True
         logger.info("evicting %s (%s): %s", self.name, self.addr, message)
-        self.outbox.replace_and_close(encode(ev.Error(code, message), self.fmt))
+        self.sender.evict(encode(ev.Error(code, message), self.fmt))
         if self.cancel_scope is not None:
             self.cancel_scope.deadline = min(
                 self.cancel_scope.deadline, trio.current_time() + EVICTION_GRACE

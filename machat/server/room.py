@@ -1,10 +1,11 @@
 """A room: its members and the task that fans its messages out to them.
 
-Senders put ``(sender, text)`` into the room's bounded memory channel; the room's
-task takes them in order, numbers and stamps each one, encodes it once per wire
-format, and delivers the same bytes to every member's outbox without awaiting any
-member.  The order in which the room's channel receives messages is the order
-every member sees them in.
+Senders put ``(sender, text)`` into the room's bounded memory channel.  The room's
+task wakes, yields once so that readers woken in the same tick can add their lines,
+then takes everything queued in one pass: it numbers and stamps each message,
+joins the pass's bytes once per wire format, and hands the same bytes object to
+every member's sender (`Sender.send_nowait`, which never awaits).  The order in
+which the room's channel receives messages is the order every member sees them in.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ __all__ = ["Room"]
 #: How many messages may wait in a room's channel before senders wait.
 ROOM_BUFFER = 256
 
+#: What the room's channel carries: a message (sender, text), or a barrier's Event.
+_Item = tuple[str, str | trio.Event]
+
 
 class Room:
     """A named set of members with a single ordered stream of messages."""
@@ -40,7 +44,7 @@ class Room:
         self.last_id = first_id
         self.messages_out = 0
         self._on_message = on_message
-        self._send, self._receive = trio.open_memory_channel[tuple[str, str | trio.Event]](buffer)
+        self._send, self._receive = trio.open_memory_channel[_Item](buffer)
 
     def __repr__(self) -> str:
         return f"<Room {self.name} members={len(self.members)}>"
@@ -86,42 +90,66 @@ class Room:
         self._send.close()
 
     async def run(self) -> None:
-        """The room's fan-out task."""
+        """The room's fan-out task: one pass per wake-up, over everything queued."""
         receive = self._receive
         async with receive:
             async for item in receive:
-                self._publish(*item)
-                self.flush_nowait()
+                # One checkpoint, so that readers woken in this same tick add their
+                # lines to this pass instead of each costing a pass of its own.
+                await trio.lowlevel.checkpoint()
+                self._fan_out(self._take(item))
 
     def flush_nowait(self) -> None:
         """Fan out everything already queued, without yielding."""
-        receive = self._receive
+        try:
+            item = self._receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return
+        self._fan_out(self._take(item))
+
+    def _take(self, first: _Item) -> list[_Item]:
+        """``first`` and everything queued behind it, in the channel's order."""
+        items = [first]
+        receive_nowait = self._receive.receive_nowait
         while True:
             try:
-                item = receive.receive_nowait()
+                items.append(receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            self._publish(*item)
+                return items
 
-    def _publish(self, sender: str, text: str | trio.Event) -> None:
-        if isinstance(text, trio.Event):  # a barrier
-            text.set()
+    def _fan_out(self, items: list[_Item]) -> None:
+        """Number, stamp and deliver a pass's messages; barriers are kept in place."""
+        now = time.time()
+        messages: list[ev.Message] = []
+        for sender, text in items:
+            if isinstance(text, trio.Event):  # a barrier: what came before goes out first
+                self._deliver(messages)
+                messages = []
+                text.set()
+                continue
+            self.last_id += 1
+            messages.append(ev.Message(self.name, sender, text, self.last_id, now))
+        self._deliver(messages)
+
+    def _deliver(self, messages: list[ev.Message]) -> None:
+        """Hand the same bytes, joined once per wire format, to every member's sender."""
+        if not messages:
             return
-        self.last_id += 1
-        message = ev.Message(self.name, sender, text, self.last_id, time.time())
-        text_bytes = encode_text(message)
-        json_bytes = b""
         text_format = Format.TEXT
+        text_bytes = b"".join([encode_text(m) for m in messages])
+        json_bytes = b""
         for member in self.members:  # the hot loop: Member.deliver, inlined
             if member.fmt is text_format:
                 data = text_bytes
             else:
                 if not json_bytes:
-                    json_bytes = encode_json(message)
+                    json_bytes = b"".join([encode_json(m) for m in messages])
                 data = json_bytes
-            outbox = member.outbox
-            if not outbox.put_nowait(data) and outbox.overflowed:
+            sender = member.sender
+            if not sender.send_nowait(data) and sender.overflowed:
                 member.evict_too_slow()
-        self.messages_out += len(self.members)
-        if self._on_message is not None:
-            self._on_message(message)
+        self.messages_out += len(self.members) * len(messages)
+        on_message = self._on_message
+        if on_message is not None:
+            for message in messages:
+                on_message(message)

@@ -1,7 +1,8 @@
 """The chat server: listeners, the shared state, and shutdown.
 
 `ChatServer.run` opens the nursery that owns every connection and every room task;
-`serve` adds TCP listeners.  Tests can hand `handle` any trio stream.
+`serve` adds TCP listeners.  Tests can hand `handle` any trio stream, and any
+`Transport` to `serve_transport`.  `ChatServer` is the `Hub` its connections use.
 """
 
 from __future__ import annotations
@@ -11,28 +12,61 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+import attrs
 import trio
 
 from ..protocol import events as ev
-from ..protocol.errors import ErrorCode, RemoteProtocolError
+from ..protocol.errors import ChatError, ErrorCode
 from ..protocol.formatting import encode
 from ..protocol.handshake import Handshake
 from .config import ServerConfig
-from .connection import close_stream, handle_connection, peer_address, refuse
+from .connection import serve_connection
 from .handlers import dispatch
 from .history import History
 from .member import Member
 from .memory import MemoryReleaser
-from .state import ChatState
+from .state import ChatState, Counters
 from .store import MessageStore
 from .transcript import Transcript
+from .transport import Peer, Transport, transport_for_stream
 
-__all__ = ["ChatServer"]
+__all__ = ["ChatServer", "ServerStatistics"]
 
 logger = logging.getLogger("machat.server")
 
 #: Seconds after a crowd left before free memory is handed back to the system.
 MEMORY_RELEASE_DELAY = 1.0
+
+
+@attrs.frozen
+class ServerStatistics:
+    """A snapshot of the server's figures (`ChatServer.statistics`)."""
+
+    #: Members online now.
+    users: int
+    #: Connections being served now (joined or not).
+    connections_open: int
+    rooms: int
+    #: Connections accepted since start, and those closed before joining.
+    connections_accepted: int
+    refused: int
+    #: Room lines received, and room messages delivered (one per member reached).
+    messages_in: int
+    messages_out: int
+    #: Members disconnected for reading too slowly.
+    evictions: int
+    #: Flood-control episodes (each sent one ERROR 108).
+    throttles: int
+
+    def format(self) -> str:
+        """The ``/stats`` reply and the periodic log line."""
+        return (
+            f"stats: {self.users} online, {self.connections_open} connections, "
+            f"{self.rooms} rooms, {self.connections_accepted} connections accepted, "
+            f"{self.refused} refused, {self.messages_in} messages in, "
+            f"{self.messages_out} messages out, {self.evictions} evictions, "
+            f"{self.throttles} throttles"
+        )
 
 
 class ChatServer:
@@ -159,36 +193,45 @@ class ChatServer:
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one client stream (a socket, or anything else in tests)."""
-        ip, addr = peer_address(stream)
-        refusal = self._over_capacity(ip)
-        if refusal is not None:
-            self.state.counters.refused += 1
-            logger.warning("refusing %s: %s", addr, refusal)
-            try:
-                await refuse(stream, ErrorCode.SERVER_FULL, refusal)
-            except trio.BrokenResourceError:  # e.g. a TLS handshake that failed
-                pass
-            await close_stream(stream)
-            return
-        self._active += 1
-        self._memory.connections_changed(self._active)
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        self.state.counters.connections += 1
+        await self.serve_transport(transport_for_stream(stream))
+
+    async def serve_transport(self, transport: Transport) -> None:
+        """Serve one client over any `Transport`."""
         try:
-            await handle_connection(self, stream, addr)
+            await serve_connection(self, transport)
         except Exception:
             # A bug in one connection must not take the server down with it.
-            logger.exception("error serving %s", addr)
-        finally:
-            self._active -= 1
-            if self._memory.connections_changed(self._active) and self._nursery is not None:
-                self._nursery.start_soon(self._release_memory)
-            left = self._per_ip[ip] - 1
-            if left:
-                self._per_ip[ip] = left
-            else:
-                del self._per_ip[ip]
-            self._connections_changed.unpark_all()
+            logger.exception("error serving %s", transport.peer.label)
+
+    # -- the Hub: what connections call -------------------------------------------------
+
+    @property
+    def counters(self) -> Counters:
+        return self.state.counters
+
+    def open_connection(self, peer: Peer) -> str | None:
+        refusal = self._over_capacity(peer.ip)
+        if refusal is not None:
+            return refusal
+        self._active += 1
+        self._memory.connections_changed(self._active)
+        self._per_ip[peer.ip] = self._per_ip.get(peer.ip, 0) + 1
+        self.state.counters.connections += 1
+        return None
+
+    def close_connection(self, peer: Peer) -> None:
+        self._active -= 1
+        if self._memory.connections_changed(self._active) and self._nursery is not None:
+            self._nursery.start_soon(self._release_memory)
+        left = self._per_ip[peer.ip] - 1
+        if left:
+            self._per_ip[peer.ip] = left
+        else:
+            del self._per_ip[peer.ip]
+        self._connections_changed.unpark_all()
+
+    def leave(self, member: Member, reason: str) -> None:
+        self.state.unregister(member, reason)
 
     async def _release_memory(self) -> None:
         await trio.sleep(MEMORY_RELEASE_DELAY)  # let the leavers' tasks end first
@@ -207,18 +250,19 @@ class ChatServer:
     async def _log_stats(self) -> None:
         while True:
             await trio.sleep(self.config.stats_interval)
-            logger.info("%s", self.stats_line())
+            logger.info("%s", self.statistics().format())
 
-    # -- what connections call --------------------------------------------------------
-
-    def admit(self, member: Member, handshake: Handshake) -> None:
-        """Register a new member and put it in its room, or raise RemoteProtocolError."""
+    async def admit(self, member: Member, handshake: Handshake) -> None:
+        """Register a new member and put it in its room, or raise `ChatError`."""
         self._check_password(handshake)
         self.state.register(member)
         try:
             room = self.state.room_name(handshake.room)
             member.send_event(ev.Welcome(member.name, room, self.config.motd))
-            if handshake.history:
+            if handshake.since is not None:
+                messages, complete = self.history.since(room, handshake.since)
+                member.send_event(ev.History(room, messages, complete))
+            elif handshake.history:
                 member.send_event(ev.History(room, self.history.recent(room, handshake.history)))
             self.state.join(member, room)
         except BaseException:
@@ -231,7 +275,7 @@ class ChatServer:
             return
         given = handshake.password or ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise RemoteProtocolError(ErrorCode.BAD_PASSWORD, "bad password")
+            raise ChatError(ErrorCode.BAD_PASSWORD, "bad password")
 
     async def dispatch(self, member: Member, text: str) -> str | None:
         """Act on one line of text; returns a leave reason when the member quits."""
@@ -243,14 +287,19 @@ class ChatServer:
             return
         member.send_event(ev.History(room.name, self.history.recent(room.name, count)))
 
-    def stats_line(self) -> str:
-        c = self.state.counters
-        return (
-            f"stats: {len(self.state.users)} online, {self._active} connections, "
-            f"{len(self.state.rooms)} rooms, {c.connections} connections accepted, "
-            f"{c.refused} refused, {c.messages_in} messages in, "
-            f"{self.state.messages_out()} messages out, {c.evictions} evictions, "
-            f"{c.throttles} throttles"
+    def statistics(self) -> ServerStatistics:
+        state = self.state
+        c = state.counters
+        return ServerStatistics(
+            users=len(state.users),
+            connections_open=self._active,
+            rooms=len(state.rooms),
+            connections_accepted=c.connections,
+            refused=c.refused,
+            messages_in=c.messages_in,
+            messages_out=state.messages_out(),
+            evictions=c.evictions,
+            throttles=c.throttles,
         )
 
     def reopen_logs(self) -> None:
@@ -269,7 +318,7 @@ class ChatServer:
             self._listen_scope.cancel()
         deadline = trio.current_time() + self.config.flush_timeout
         for member in list(self.state.users.values()):
-            member.outbox.close(encode(ev.Info(notice), member.fmt))
+            member.sender.close(encode(ev.Info(notice), member.fmt))
             if member.cancel_scope is not None:
                 member.cancel_scope.deadline = min(member.cancel_scope.deadline, deadline)
         for room in list(self.state.rooms.values()):

@@ -16,7 +16,7 @@ from typing import Protocol
 import attrs
 
 from ..protocol import events as ev
-from ..protocol.errors import ErrorCode, RemoteProtocolError
+from ..protocol.errors import ChatError, ErrorCode, RemoteProtocolError
 from ..protocol.handshake import fold_name, validate_name, validate_room
 from .history import History
 from .member import Member, deliver_event
@@ -88,7 +88,7 @@ class ChatState:
     def register(self, member: Member) -> None:
         key = fold_name(member.name)
         if key in self.users:
-            raise RemoteProtocolError(
+            raise ChatError(
                 ErrorCode.NAME_IN_USE, f"name {member.name} is already in use; pick another"
             )
         self.users[key] = member
@@ -110,7 +110,7 @@ class ChatState:
         old_key, new_key = fold_name(member.name), fold_name(new_name)
         holder = self.users.get(new_key)
         if holder is not None and holder is not member:
-            raise RemoteProtocolError(
+            raise ChatError(
                 ErrorCode.NAME_IN_USE, f"name {new_name} is already in use; pick another"
             )
         if new_name == member.name:
@@ -151,7 +151,7 @@ class ChatState:
         if delivered:
             sender.send_event(ev.Sent(tuple(delivered)))
         if unknown:
-            raise RemoteProtocolError(
+            raise ChatError(
                 ErrorCode.NO_SUCH_RECIPIENT,
                 f"unable to send: no such user or group: {', '.join(unknown)}",
             )
@@ -190,7 +190,7 @@ class ChatState:
         key = fold_name(name)
         existing = self.groups.get(key)
         if existing is not None and existing.owner is not owner:
-            raise RemoteProtocolError(
+            raise ChatError(
                 ErrorCode.BAD_COMMAND, f"group {existing.name} belongs to {existing.owner.name}"
             )
         group = self.groups[key] = Group(name, owner, members)
@@ -199,7 +199,7 @@ class ChatState:
     def find_group(self, name: str) -> Group:
         group = self.groups.get(fold_name(name))
         if group is None:
-            raise RemoteProtocolError(ErrorCode.NO_SUCH_RECIPIENT, f"no such group: {name}")
+            raise ChatError(ErrorCode.NO_SUCH_RECIPIENT, f"no such group: {name}")
         return group
 
     def names(self) -> list[str]:

@@ -317,7 +317,7 @@ async def test_a_reader_that_never_reads_is_evicted_with_an_error_while_the_room
             member = server.state.lookup("Sloth")
             if member is None:
                 continue
-            peak = max(peak, member.outbox.pending_bytes)
+            peak = max(peak, member.sender.pending_bytes)
             if member.evicted and evicted_lines is None:
                 # Read now, within the eviction grace: what was in flight, then the error.
                 with trio.fail_after(1):

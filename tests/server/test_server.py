@@ -218,7 +218,7 @@ async def test_a_client_that_never_reads_is_evicted_and_the_room_goes_on(
                 assert (await talker.line()).startswith(f"Talker:{i} ")
                 member = server.state.lookup("Sloth")
                 if member is not None:
-                    peak = max(peak, member.outbox.pending_bytes)
+                    peak = max(peak, member.sender.pending_bytes)
             await talker.expect("* Sloth left dev (evicted)")
         nursery.cancel_scope.cancel()
     assert peak <= 64 * 1024

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from machat.protocol.commands import Broadcast, Group, Msg, parse_line
-from machat.protocol.errors import ErrorCode, RemoteProtocolError
+from machat.protocol.errors import ChatError, ErrorCode, RemoteProtocolError
 from machat.protocol.formatting import Format
 from machat.server.member import Member
-from machat.server.outbox import Outbox
 from machat.server.state import ChatState
+from tests.helpers import QueueSender
 
 #: Names that pass the rules, with case variants that collide.
 NAMES = ["Mina", "mina", "Bob", "BOB", "Eve", "Zed-1"]
@@ -103,7 +103,7 @@ class ChatStateMachine(RuleBasedStateMachine):
 
     def expect_error(self, code: ErrorCode, message: str | None = None) -> pytest.RaisesExc:
         return pytest.raises(
-            RemoteProtocolError,
+            (ChatError, RemoteProtocolError),
             check=lambda e: e.code is code and (message is None or e.message == message),
         )
 
@@ -111,7 +111,7 @@ class ChatStateMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(NAMES), room=st.sampled_from(ROOMS))
     def connect(self, name: str, room: str) -> None:
-        member = Member(name, Format.TEXT, Outbox(1 << 20))
+        member = Member(name, Format.TEXT, QueueSender(1 << 20))
         if self.online(name) is not None:
             with self.expect_error(ErrorCode.NAME_IN_USE):
                 self.state.register(member)
@@ -310,7 +310,7 @@ class ChatStateMachine(RuleBasedStateMachine):
     @invariant()
     def everyone_received_exactly_what_the_model_says(self) -> None:
         for member, lines in self.expected.items():
-            got = member.outbox.take_nowait().decode()
+            got = member.sender.take_nowait().decode()
             assert got == "".join(line + "\n" for line in lines), member
             lines.clear()
 

@@ -162,6 +162,7 @@ async def test_reopen_with_nothing_pending_recreates_the_file_promptly(
     assert read(path) == []
 
 
+@pytest.mark.allow_server_errors  # a storage failure is logged on purpose
 async def test_a_failed_write_keeps_the_lines_until_the_file_can_be_opened(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -198,6 +199,7 @@ def test_close_writes_what_is_pending(path: Path) -> None:
     assert read(path) == ["2026-11-21 14:03:07 [dev] * Mina joined"]
 
 
+@pytest.mark.allow_server_errors  # a storage failure is logged on purpose
 def test_pending_is_bounded_by_dropping_the_oldest_whole_lines(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
