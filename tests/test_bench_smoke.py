@@ -8,6 +8,7 @@ loses and reorders nothing under a tiny load, not any performance figure.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,73 @@ def test_loadgen_max_mode_no_loss_no_reordering() -> None:
     assert r["disconnected"] == 0 and r["errors"] == []
     assert r["latency_samples"] > 0 and r["latency_p50_ms"] is not None
     assert r["server_cpu_s"] is not None and r["server_rss_end_kib"] > 0
+
+
+# ---------------------------------------------------------------------------------------
+# bench/run.py: the benchmark table's command, one tiny row against a real server
+
+RUN = REPO / "bench" / "run.py"
+LOADGEN_C_SRC = REPO.parent / "shared" / "loadgen-c"
+
+
+def _run_table(tmp_path: Path, *args: str) -> tuple[dict, str]:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--only", "burst100", "--targets", "machat"]
+        + ["--repeat", "1", "--no-plot", "--out", str(out), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return json.loads(out.read_text()), proc.stdout
+
+
+def _check_burst_record(results: dict, stdout: str, generator: str) -> None:
+    (run,) = results["runs"]
+    assert (run["scenario"], run["target"], run["generator"]) == ("burst100", "machat", generator)
+    assert run["ok"] and run["problems"] == []
+    assert run["delivered"] == run["expected"] > 0 and run["lost"] == 0
+    assert run["deliveries_per_s"] > 0 and run["server_cpu_us"] > 0
+    assert any(c.startswith("server: ") and "--max-per-ip 0" in c for c in run["commands"])
+    (row,) = results["summary"]
+    assert row["runs"] == 1 and row["lost_max"] == 0 and row["failed_runs"] == 0
+    assert results["config"]["machine"]["cores"] >= 1
+    line = next(x for x in stdout.splitlines() if x.startswith("burst100"))
+    assert line.split()[:3] == ["burst100", "machat", "1"]
+
+
+def test_run_py_default_generator(tmp_path: Path) -> None:
+    """loadgen-c when it can be built here (gcc and ../shared/loadgen-c), else the fallback."""
+    results, stdout = _run_table(tmp_path)
+    buildable = shutil.which("gcc") and (LOADGEN_C_SRC / "Makefile").is_file()
+    _check_burst_record(results, stdout, "loadgen-c" if buildable else "python")
+    if buildable:
+        (run,) = results["runs"]
+        assert run["raw"][0]["run"]["stopped"] == "complete"
+        assert run["loss_pct"] == 0.0 and run["reordered"] is None  # loadgen-c: no order check
+
+
+def test_run_py_python_fallback(tmp_path: Path) -> None:
+    """The Python generator's JSON normalised into the same record, with order checked."""
+    results, stdout = _run_table(tmp_path, "--generator", "python")
+    _check_burst_record(results, stdout, "python")
+    (run,) = results["runs"]
+    assert run["reordered"] == 0
+    assert run["commands"][-1].startswith("python bench/loadgen.py --connect")
+
+
+def test_run_py_default_scenarios_are_the_issue_table(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import scenarios
+
+    full = {s.name: s.describe() for s in scenarios.scenarios()}
+    assert full["burst100"] == "fanout -C 100 -S 2 -M 3000"
+    assert full["burst500"] == "fanout -C 500 -S 2 -M 3000"
+    assert full["rooms10"] == "--connect-concurrency 64 rooms -R 100 -k 10 -M 150 --rate 10"
+    assert full["rooms40"] == "--connect-concurrency 64 rooms -R 100 -k 10 -M 150 --rate 40"
+    assert full["bigroom"] == "fanout -C 500 -S 2 -M 2000 --rate 200"
+    assert full["idle"] == "connections -K 5000 --hold 3 (x2, same server)"
+    chosen = [s.name for s in scenarios.select(scenarios.scenarios(), ["burst100", "sizes"])]
+    assert chosen == ["burst100", "size10", "size50", "size250", "size500"]
