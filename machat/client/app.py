@@ -1,4 +1,8 @@
-"""The terminal client: connect (TCP or TLS), then run a session on stdin/stdout.
+"""The terminal client: connect (TCP or TLS), then run a session on the terminal.
+
+With standard input and output both terminals (and no ``--plain``), the session
+runs in the full-screen UI (`machat.client.ui`); otherwise in line mode, which
+prints what arrives and sends what is read, line by line.
 
 Failures to connect are reported as one line and exit code 1, never a traceback.
 """
@@ -16,8 +20,9 @@ import trio
 from .config import ClientConfig
 from .session import run_client
 from .terminal import open_stdin, terminal_writer
+from .ui.runner import CannotConnect, UIOptions, run_ui
 
-__all__ = ["ConnectError", "connect", "make_ssl_context", "run"]
+__all__ = ["ConnectError", "connect", "make_ssl_context", "run", "wants_ui"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +77,30 @@ async def connect(config: ClientConfig) -> trio.abc.Stream:
     return stream
 
 
+def wants_ui(config: ClientConfig) -> bool:
+    """The full-screen UI runs when both ends are terminals and ``--plain`` was not given."""
+    if config.plain or sys.stdin is None or sys.stdout is None:
+        return False
+    try:
+        return os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+async def _run_ui(config: ClientConfig, stream: trio.abc.Stream, err: Callable[[str], None]) -> int:
+    async def reconnect() -> trio.abc.Stream:
+        try:
+            return await connect(config)
+        except ConnectError as exc:
+            raise CannotConnect(str(exc)) from None
+
+    options = UIOptions(bell=config.bell, mouse=config.mouse)
+    code, why = await run_ui(config.handshake(), reconnect, first=stream, options=options)
+    if why is not None:
+        err(f"machat: {why}")
+    return code
+
+
 async def run(
     config: ClientConfig,
     *,
@@ -85,6 +114,7 @@ async def run(
     pass their own ``stdin``, ``out`` and ``err``. If the output goes away (``machat |
     head -1``), the session ends quietly with exit code 1.
     """
+    ui = stdin is None and out is None and wants_ui(config)
     out = out or terminal_writer(sys.stdout)
     err = err or terminal_writer(sys.stderr)
     try:
@@ -95,7 +125,9 @@ async def run(
     logger.info("connected to %s as %s, room %s", config.address, config.name, config.room)
     code = 1
     try:
-        if stdin is not None:
+        if ui:
+            code = await _run_ui(config, stream, err)
+        elif stdin is not None:
             code = await run_client(stream, config.handshake(), stdin, out)
         else:
             async with open_stdin() as terminal_stdin:

@@ -19,7 +19,10 @@ __all__ = [
 
 @attrs.frozen
 class ClientConfig:
-    """Everything the client needs to connect and to introduce itself.
+    """Everything the client needs to connect and to introduce itself, and how to show it.
+
+    ``plain`` keeps the line mode even on a terminal; ``bell`` and ``mouse`` are for the
+    full-screen UI.
 
     The password is kept out of ``repr`` so that it cannot end up in a log.
     """
@@ -34,6 +37,9 @@ class ClientConfig:
     tls: bool = False
     cafile: str | None = None
     insecure: bool = False
+    plain: bool = False
+    bell: bool = True
+    mouse: bool = True
 
     @property
     def address(self) -> str:

@@ -1,10 +1,14 @@
-"""One chat session over an already connected stream, without a terminal.
+"""One chat session over an already connected stream: the client's core.
 
-`run_client` sends the handshake, then runs two tasks until one of them ends the
-session: the receiver prints every line the server sends (made safe for a terminal
-by `sanitize`), and the sender forwards what the user types, line by line.
+`Session` is the core both front ends share. It sends the handshake, yields what the
+server sends as typed events (`ServerLine`, `LineSkipped`, and last `ConnectionClosed`,
+the end of the stream as an event) and takes typed commands (`SendLine`,
+`EndInput`). A `ServerLine` carries the line made safe for a terminal by `sanitize`
+and, in the JSON format, the event it decodes to.
 
-The session ends when
+`run_client` is the line front end: it prints every line as it comes and forwards
+what the user types, line by line. (The full-screen front end is `machat.client.ui`.)
+The line session ends when
 
 - the server closes the connection: ``* connection closed by server`` is printed
   (unless the user was leaving anyway);
@@ -26,10 +30,13 @@ import logging
 import re
 from collections.abc import Callable
 
+import attrs
 import trio
 
 from machat.protocol import commands
+from machat.protocol.client_events import ServerEvent, decode_server_line
 from machat.protocol.errors import RemoteProtocolError
+from machat.protocol.formatting import Format
 from machat.protocol.framing import LineBuffer
 from machat.protocol.handshake import Handshake, encode_handshake
 
@@ -37,6 +44,14 @@ __all__ = [
     "CLOSED_NOTICE",
     "CLOSE_GRACE",
     "MAX_INPUT_LINE",
+    "Command",
+    "ConnectionClosed",
+    "EndInput",
+    "LineSkipped",
+    "SendLine",
+    "ServerLine",
+    "Session",
+    "SessionEvent",
     "is_quit",
     "run_client",
     "sanitize",
@@ -99,63 +114,152 @@ def _is_error_line(text: str) -> bool:
     return False
 
 
-class _Session:
-    def __init__(self, stream: trio.abc.Stream, out: Callable[[str], None]) -> None:
+@attrs.frozen
+class ServerLine:
+    """A line the server sent, without its newline.
+
+    ``text`` is safe to print (`sanitize`); ``event`` is what it decodes to when the
+    session speaks the JSON format, else None.
+    """
+
+    text: str
+    event: ServerEvent | None = None
+
+
+@attrs.frozen
+class LineSkipped:
+    """The server sent a line too long to accept; it was dropped."""
+
+    reason: str
+
+
+@attrs.frozen
+class ConnectionClosed:
+    """The server closed the connection (or it was lost): always the last event.
+
+    ``refused``: the server's first line was an error, so it refused the handshake.
+    """
+
+    refused: bool
+
+
+SessionEvent = ServerLine | LineSkipped | ConnectionClosed
+
+
+@attrs.frozen
+class SendLine:
+    """Send one line as typed (a command or chat text), without its newline."""
+
+    line: bytes
+
+
+@attrs.frozen
+class EndInput:
+    """The user has nothing more to say: half-close our side when the stream allows it."""
+
+
+Command = SendLine | EndInput
+
+
+class Session:
+    """The client's end of one connection, without a terminal.
+
+    One task calls `receive` until it returns `ConnectionClosed`; any task may call
+    `send` (one at a time). `send` raises `trio.BrokenResourceError` when the server
+    has gone; the receiving side then sees `ConnectionClosed`. Neither closes the stream.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, handshake: Handshake) -> None:
         self._stream = stream
-        self._out = out
-        self._leaving = False  # the user quit or the input ended
+        self.handshake = handshake
+        self._lines = LineBuffer(MAX_SERVER_LINE)
         self._first_line: str | None = None
-        self._server_closed = False
+        self._eof = False  # the stream ended; the buffered lines come first
+        self._closed: ConnectionClosed | None = None
 
-    @property
-    def exit_code(self) -> int:
-        refused = self._first_line is not None and _is_error_line(self._first_line)
-        return 1 if refused and self._server_closed else 0
+    async def send_handshake(self) -> None:
+        """Introduce ourselves; a server that is already gone is noticed by `receive`."""
+        try:
+            await self._stream.send_all(encode_handshake(self.handshake))
+        except trio.BrokenResourceError:
+            logger.debug("sending the handshake failed", exc_info=True)
 
-    def _print(self, line: bytes) -> None:
+    def _next_buffered(self) -> SessionEvent | None:
+        try:
+            line = self._lines.next_line()
+        except RemoteProtocolError as exc:
+            return LineSkipped(exc.message)
+        if line is None:
+            return None
         text = sanitize(line)  # JSON escapes control characters, so this keeps it intact
         if self._first_line is None:
             self._first_line = text
-        self._out(text)
+        event = decode_server_line(text) if self.handshake.format is Format.JSON else None
+        return ServerLine(text, event)
 
-    async def run(self, handshake: Handshake, stdin: trio.abc.ReceiveStream) -> int:
-        try:
-            await self._stream.send_all(encode_handshake(handshake))
-        except trio.BrokenResourceError:
-            logger.debug("sending the handshake failed", exc_info=True)
+    async def receive(self) -> SessionEvent:
+        """The next event from the server; `ConnectionClosed` at the end, and after it."""
+        while self._closed is None:
+            event = self._next_buffered()
+            if event is not None:
+                await trio.lowlevel.checkpoint()
+                return event
+            if self._eof:
+                refused = self._first_line is not None and _is_error_line(self._first_line)
+                self._closed = ConnectionClosed(refused=refused)
+                break
+            try:
+                data = await self._stream.receive_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                logger.debug("connection lost", exc_info=True)
+                data = b""
+            if data:
+                self._lines.feed(data)
+            else:
+                self._lines.feed_eof()
+                self._eof = True
+        await trio.lowlevel.checkpoint()
+        return self._closed
+
+    async def send(self, command: Command) -> None:
+        """Carry out ``command``; raises `trio.BrokenResourceError` if the server is gone."""
+        if isinstance(command, SendLine):
+            await self._stream.send_all(command.line + b"\n")
+        elif isinstance(self._stream, trio.abc.HalfCloseableStream):
+            await self._stream.send_eof()
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+async def _print_events(session: Session, out: Callable[[str], None]) -> ConnectionClosed:
+    while True:
+        event = await session.receive()
+        if isinstance(event, ServerLine):
+            out(event.text)
+        elif isinstance(event, LineSkipped):
+            out(f"* skipped a line from the server: {event.reason}")
+        else:
+            return event
+
+
+class _LineFrontEnd:
+    """Prints the session's lines and sends what is typed on ``stdin``."""
+
+    def __init__(self, session: Session, out: Callable[[str], None]) -> None:
+        self._session = session
+        self._out = out
+        self._leaving = False  # the user quit or the input ended
+
+    async def run(self, stdin: trio.abc.ReceiveStream) -> int:
+        await self._session.send_handshake()
+        closed: ConnectionClosed | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_loop, stdin, nursery.cancel_scope)
-            await self._receive_loop()
+            closed = await _print_events(self._session, self._out)
             nursery.cancel_scope.cancel()
         if not self._leaving:
             self._out(CLOSED_NOTICE)
-        return self.exit_code
-
-    async def _receive_loop(self) -> None:
-        """Print what the server sends until it closes the connection."""
-        lines = LineBuffer(MAX_SERVER_LINE)
-        while True:
-            try:
-                data = await self._stream.receive_some()
-            except trio.BrokenResourceError:
-                logger.debug("connection lost", exc_info=True)
-                data = b""
-            if not data:
-                lines.feed_eof()
-            else:
-                lines.feed(data)
-            while True:
-                try:
-                    line = lines.next_line()
-                except RemoteProtocolError as exc:
-                    self._out(f"* skipped a line from the server: {exc.message}")
-                    continue
-                if line is None:
-                    break
-                self._print(line)
-            if not data:
-                self._server_closed = True
-                return
+        return 1 if closed is not None and closed.refused else 0
 
     async def _send_loop(self, stdin: trio.abc.ReceiveStream, cancel: trio.CancelScope) -> None:
         """Send what the user types; when done, give the server a moment to close."""
@@ -188,14 +292,13 @@ class _Session:
                     continue
                 if line is None:
                     break
-                await self._stream.send_all(line + b"\n")
+                await self._session.send(SendLine(line))
                 if is_quit(line):
                     self._leaving = True
                     return
             if not data:
                 self._leaving = True
-                if isinstance(self._stream, trio.abc.HalfCloseableStream):
-                    await self._stream.send_eof()
+                await self._session.send(EndInput())
                 return
 
 
@@ -212,4 +315,4 @@ async def run_client(
     honest server is unchanged). Returns the exit code: 0, or 1 if the server refused
     the handshake. Neither stream is closed.
     """
-    return await _Session(stream, out).run(handshake, stdin)
+    return await _LineFrontEnd(Session(stream, handshake), out).run(stdin)

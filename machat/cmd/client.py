@@ -80,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("-json", "--json", action="store_true", help="JSON format: one object a line")
     add(
+        "-plain",
+        "--plain",
+        action="store_true",
+        help="line mode even on a terminal (the default when stdin or stdout is not one)",
+    )
+    add("-no-bell", "--no-bell", action="store_true", help="full-screen UI: no bell on mentions")
+    add(
+        "-no-mouse",
+        "--no-mouse",
+        action="store_true",
+        help="full-screen UI: no mouse wheel, so the terminal can select text",
+    )
+    add(
         "-log-level",
         "--log-level",
         type=str.upper,
@@ -124,6 +137,9 @@ def parse_args(
         tls=args.tls or args.insecure or args.cafile is not None,
         cafile=args.cafile,
         insecure=args.insecure,
+        plain=args.plain,
+        bell=not args.no_bell,
+        mouse=not args.no_mouse,
     )
     return config, args.log_level
 
