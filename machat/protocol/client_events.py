@@ -19,7 +19,7 @@ import attrs
 from . import events as ev
 from .errors import ErrorCode
 
-__all__ = ["IncompleteHistory", "ServerEvent", "Unrecognized", "decode_server_line"]
+__all__ = ["ServerEvent", "Unrecognized", "decode_server_line"]
 
 
 @attrs.frozen
@@ -29,15 +29,7 @@ class Unrecognized:
     text: str
 
 
-@attrs.frozen
-class IncompleteHistory:
-    """A replay the server could not give in full (``"complete": false``): older
-    messages than ``history.messages[0]`` were missed."""
-
-    history: ev.History
-
-
-ServerEvent = ev.Event | IncompleteHistory | Unrecognized
+ServerEvent = ev.Event | Unrecognized
 """What a server line decodes to."""
 
 
@@ -106,15 +98,16 @@ def _rooms(obj: dict[str, Any]) -> ev.RoomList:
     return ev.RoomList(rooms=tuple(pairs))
 
 
-def _history(obj: dict[str, Any]) -> ev.History | IncompleteHistory:
+def _history(obj: dict[str, Any]) -> ev.History:
     messages = obj.get("messages")
     if not isinstance(messages, list):
         raise _Bad("messages")
-    history = ev.History(room=_str(obj, "room"), messages=tuple(_message(m) for m in messages))
     complete = obj.get("complete", True)
     if not isinstance(complete, bool):
         raise _Bad("complete")
-    return history if complete else IncompleteHistory(history)
+    return ev.History(
+        room=_str(obj, "room"), messages=tuple(_message(m) for m in messages), complete=complete
+    )
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], ServerEvent]] = {

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from machat.protocol import events as ev
-from machat.protocol.client_events import IncompleteHistory, Unrecognized, decode_server_line
+from machat.protocol.client_events import Unrecognized, decode_server_line
 from machat.protocol.errors import ErrorCode
 from machat.protocol.formatting import encode_json
 
@@ -38,7 +38,12 @@ events = st.one_of(
     st.builds(ev.Users, names=names),
     st.builds(ev.Members, room=text, names=names),
     st.builds(ev.RoomList, rooms=st.lists(st.tuples(text, st.integers(0, 9999))).map(tuple)),
-    st.builds(ev.History, room=text, messages=st.lists(messages, max_size=3).map(tuple)),
+    st.builds(
+        ev.History,
+        room=text,
+        messages=st.lists(messages, max_size=3).map(tuple),
+        complete=st.booleans(),
+    ),
 )
 
 
@@ -61,10 +66,10 @@ def test_integer_timestamps_are_accepted() -> None:
 def test_incomplete_history() -> None:
     m = {"type": "message", "room": "dev", "from": "Bob", "text": "hi", "id": 7, "ts": 1.5}
     line = json.dumps({"type": "history", "room": "dev", "messages": [m], "complete": False})
-    history = ev.History(room="dev", messages=(ev.Message("dev", "Bob", "hi", 7, 1.5),))
-    assert decode_server_line(line) == IncompleteHistory(history)
+    kept = (ev.Message("dev", "Bob", "hi", 7, 1.5),)
+    assert decode_server_line(line) == ev.History("dev", kept, complete=False)
     complete = json.dumps({"type": "history", "room": "dev", "messages": [m], "complete": True})
-    assert decode_server_line(complete) == history
+    assert decode_server_line(complete) == ev.History("dev", kept)
 
 
 @pytest.mark.parametrize(

@@ -182,9 +182,11 @@ async def test_typing_survives_arriving_lines_resize_and_quit(
         terminal.resize(60, 16)
         await terminal.wait_for(lambda: "dev (2)" not in terminal.text)
         await terminal.wait_for(
-            lambda: terminal.lines[-1].startswith("> ")
-            and "<Bob> interrupting you 4" in terminal.text
-            and "[connected] dev │ Mina" in terminal.lines[-2]
+            lambda: (
+                terminal.lines[-1].startswith("> ")
+                and "<Bob> interrupting you 4" in terminal.text
+                and "[connected] dev │ Mina" in terminal.lines[-2]
+            )
         )
 
         terminal.type("/quit\r")

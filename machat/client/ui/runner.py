@@ -4,8 +4,8 @@
 run, next to the connection task. The connection task runs one `Session` after
 another: it speaks the JSON format, shows every event, and when the server goes
 away it says so and reconnects with backoff (`BACKOFF`), under the name and in the
-room the user has now, asking for the messages it missed (`RESUME_HISTORY`, shown
-once each: the view skips message ids it has already shown).
+room the user has now, asking with the handshake's ``since`` for the messages after
+the last one shown.
 
 The user leaves with ``/quit`` (``:quit``, ``exit``) or Ctrl+C: the quit line is
 sent and the UI ends when the server closes, or after `CLOSE_GRACE` seconds. The
@@ -36,7 +36,8 @@ BACKOFF: tuple[float, ...] = (1, 2, 4, 8, 15, 30)
 """Seconds between reconnection attempts; the last one repeats."""
 
 RESUME_HISTORY = 100
-"""Messages asked for when reconnecting, to fill the gap (already shown ones are skipped)."""
+"""Messages asked for when reconnecting to a room where we have seen no message yet
+(otherwise the handshake's ``since`` asks for exactly those after the last one shown)."""
 
 OUTGOING_QUEUE = 64
 """Lines typed faster than they can be sent: past this many, a line is refused."""
@@ -123,11 +124,16 @@ class _Client:
     # --- The connection ---------------------------------------------------------
 
     def _next_handshake(self) -> Handshake:
-        """Who we are now (after /nick and /join), asking for what we missed."""
-        history = self._handshake.history if not self._welcomed_once else RESUME_HISTORY
-        return attrs.evolve(
-            self._handshake, name=self.view.name, room=self.view.room, history=history
-        )
+        """Who we are now (after /nick and /join), asking for what we missed: the
+        messages after the last one shown (``since``), or the recent ones."""
+        handshake = attrs.evolve(self._handshake, name=self.view.name, room=self.view.room)
+        if not self._welcomed_once:
+            return handshake
+        self.view.resuming = True
+        since = self.view.newest_id(self.view.room)
+        if since is None:
+            return attrs.evolve(handshake, history=RESUME_HISTORY, since=None)
+        return attrs.evolve(handshake, history=0, since=since)
 
     async def _send_loop(self, session: Session) -> None:
         async for line in self._outgoing:

@@ -23,7 +23,7 @@ import urwid
 from machat.client.session import is_quit
 from machat.protocol import commands
 from machat.protocol import events as ev
-from machat.protocol.client_events import IncompleteHistory, ServerEvent, Unrecognized
+from machat.protocol.client_events import ServerEvent, Unrecognized
 from machat.protocol.handshake import fold_name
 
 from .logic import (
@@ -186,7 +186,8 @@ class ChatView(urwid.WidgetWrap):
         self.rooms: list[str] = [room]
         self.show_members = True
         self._last_day: str | None = None
-        self._last_ids: dict[str, int] = {}  # folded room -> newest message id shown
+        self._last_ids: dict[str, int] = {}  # folded room -> id of the last message shown
+        self.resuming = False  # the next history is what we missed while disconnected
         self._quiet_who = 0  # /who replies we asked for ourselves: not shown
         self._quiet_rooms = 0
         self._completion: tuple[str, int, int, str, int] | None = None
@@ -280,11 +281,7 @@ class ChatView(urwid.WidgetWrap):
             self._bell()
 
     def _message(self, m: ev.Message, live: bool) -> None:
-        key = fold_name(m.room)
-        last = self._last_ids.get(key)
-        if last is not None and m.id <= last:
-            return  # already shown (a replay after reconnecting)
-        self._last_ids[key] = m.id
+        self._last_ids[fold_name(m.room)] = m.id
         tag = "" if fold_name(m.room) == fold_name(self.room) else f"[{m.room}]"
         self._said(m.ts, m.sender, m.text, tag, live)
 
@@ -301,25 +298,24 @@ class ChatView(urwid.WidgetWrap):
             self.activity.spoke(e.sender)
         self._message(e, live=True)
 
-    def _history(self, h: ev.History, complete: bool) -> None:
-        fresh = [m for m in h.messages if m.id > self._last_ids.get(fold_name(m.room), -1)]
+    def _on_History(self, h: ev.History) -> None:
+        # A replay after reconnecting may overlap what is shown: each message once.
+        last = self._last_ids.get(fold_name(h.room), -1)
+        fresh = [m for m in h.messages if m.id > last]
+        label = "missed while disconnected" if self.resuming else "earlier"
+        self.resuming = False
+        if not h.complete:
+            self.note(f"some earlier messages of {h.room} are no longer kept")
         if not fresh:
-            if not h.messages:
+            if not h.messages and label == "earlier":
                 self.note(f"no history in {h.room}")
             return
-        label = "earlier" if complete else "earlier (older messages were missed)"
         self._separator(label, "earlier")
-        self._last_day = None  # every replay starts with its day
+        self._last_day = None  # a replay starts with its day
         for m in fresh:
             self._message(m, live=False)
         self._separator("now", "earlier")
         self._last_day = None
-
-    def _on_History(self, e: ev.History) -> None:
-        self._history(e, complete=True)
-
-    def _on_IncompleteHistory(self, e: IncompleteHistory) -> None:
-        self._history(e.history, complete=False)
 
     def _on_Join(self, e: ev.Join) -> None:
         if fold_name(e.name) == fold_name(self.name):
