@@ -347,3 +347,31 @@ def test_arbitrary_json_gives_handshake_or_protocol_error(value):
 def test_arbitrary_bytes_give_handshake_or_protocol_error(raw):
     check_outcome(raw)
     check_outcome(b'{"name":"Mina","password":"' + raw)
+
+
+# --- since ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "since"),
+    [
+        (b'{"name":"Mina","since":0}', 0),
+        (b'{"name":"Mina","since":12345}', 12345),
+        (b'{"name":"Mina","since":null}', None),
+        (b'{"name":"Mina"}', None),
+    ],
+)
+def test_since_is_an_optional_non_negative_integer(raw, since):
+    assert decode_handshake(raw).since == since
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"name":"Mina","since":-1}', b'{"name":"Mina","since":"5"}', b'{"name":"Mina","since":1.5}',
+     b'{"name":"Mina","since":true}'],
+)
+def test_a_bad_since_is_refused(raw):
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_handshake(raw)
+    assert info.value.code is ErrorCode.INVALID_HANDSHAKE
+    assert "since" in info.value.message

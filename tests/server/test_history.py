@@ -154,3 +154,63 @@ class HistoryMachine(RuleBasedStateMachine):
 
 
 TestHistoryMachine = HistoryMachine.TestCase
+
+
+# -- since: resume after the last id a client saw ------------------------------------
+
+
+def test_since_returns_everything_newer_and_says_it_is_complete() -> None:
+    history = History(per_room=10)
+    for i in range(1, 8):
+        history.record(msg("dev", i))
+    messages, complete = history.since("DEV", 4)
+    assert [m.id for m in messages] == [5, 6, 7]
+    assert complete
+    assert history.since("dev", 7) == ((), True)
+    messages, complete = history.since("dev", 0)
+    assert [m.id for m in messages] == list(range(1, 8))
+    assert complete
+
+
+def test_since_says_incomplete_when_older_messages_were_dropped() -> None:
+    history = History(per_room=3)
+    for i in range(1, 11):
+        history.record(msg("dev", i))
+    messages, complete = history.since("dev", 5)
+    assert [m.id for m in messages] == [8, 9, 10]
+    assert not complete
+    messages, complete = history.since("dev", 7)
+    assert [m.id for m in messages] == [8, 9, 10]
+    assert complete
+
+
+def test_since_beyond_the_last_id_is_incomplete() -> None:
+    """An id this history never gave out (a restart without a store): say so."""
+    history = History()
+    history.record(msg("dev", 1))
+    assert history.since("dev", 9) == ((), False)
+    assert history.since("never", 0) == ((), True)
+    assert history.since("never", 3) == ((), False)
+
+
+def test_since_for_a_room_whose_ring_was_dropped_is_incomplete() -> None:
+    history = History(per_room=5, max_rooms=1)
+    history.record(msg("dev", 1))
+    history.record(msg("ops", 1))  # drops dev's ring; its last id stays
+    assert history.since("dev", 0) == ((), False)
+    assert history.since("dev", 1) == ((), True)
+
+
+@given(st.integers(1, 30), st.integers(1, 40), st.integers(0, 45))
+def test_since_never_gives_a_duplicate_or_a_silent_gap(per_room: int, n: int, since: int) -> None:
+    history = History(per_room=per_room)
+    for i in range(1, n + 1):
+        history.record(msg("dev", i))
+    messages, complete = history.since("dev", since)
+    ids = [m.id for m in messages]
+    assert ids == sorted(set(ids))
+    assert all(i > since for i in ids)
+    if complete:
+        assert ids == list(range(since + 1, n + 1))
+    else:
+        assert since > n or ids[:1] != [since + 1]

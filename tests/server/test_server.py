@@ -270,3 +270,43 @@ async def test_wait_connections_returns_once_enough_have_ended(
             await bob.aclose()
         assert server.active_connections == 1
         await mina.aclose()
+
+
+async def test_since_in_the_handshake_replays_exactly_what_was_missed(connect: Connect) -> None:
+    with trio.fail_after(5):
+        mina = await connect("Mina", "dev")
+        await mina.send("one", "two", "three")
+        await mina.expect("Mina:three")
+        bob = await connect()
+        await bob.handshake("Bob", "dev", since=1, format="json")
+        welcome = await bob.json()
+        assert welcome["type"] == "welcome"
+        replay = await bob.json()
+        assert replay["type"] == "history"
+        assert [m["text"] for m in replay["messages"]] == ["two", "three"]
+        assert [m["id"] for m in replay["messages"]] == [2, 3]
+        assert "complete" not in replay
+        eve = await connect()
+        await eve.handshake("Eve", "dev", since=3)
+        await eve.expect_prefix("* Welcome")
+        assert await eve.line() == "* no history in dev"
+        await eve.expect("* Eve joined dev")
+
+
+@with_config(history_limit=2)
+async def test_since_says_when_some_messages_are_gone(connect: Connect) -> None:
+    with trio.fail_after(5):
+        mina = await connect("Mina", "dev")
+        await mina.send("one", "two", "three")
+        await mina.expect("Mina:three")
+        bob = await connect()
+        await bob.handshake("Bob", "dev", since=0, format="json")
+        await bob.json()
+        replay = await bob.json()
+        assert replay["complete"] is False
+        assert [m["text"] for m in replay["messages"]] == ["two", "three"]
+        eve = await connect()
+        await eve.handshake("Eve", "dev", since=0)
+        await eve.expect_prefix("* Welcome")
+        assert await eve.line() == "* some earlier messages of dev are no longer kept"
+        assert (await eve.line()).endswith("] Mina:two")
