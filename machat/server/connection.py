@@ -42,32 +42,26 @@ async def serve_connection(hub: Hub, transport: Transport) -> None:
     """Serve one client from its first byte to its disconnect."""
     peer = transport.peer
     refusal = hub.open_connection(peer)
+    connection = _Connection(hub, transport)
+    sender = connection.sender
     try:
-        if refusal is not None:
-            hub.counters.refused += 1
-            logger.warning("refusing %s: %s", peer.label, refusal)
-        await _serve(hub, transport, refusal)
+        with connection.scope:
+            try:
+                if refusal is not None:
+                    hub.counters.refused += 1
+                    logger.warning("refusing %s: %s", peer.label, refusal)
+                    _refuse(sender, ErrorCode.SERVER_FULL, refusal)
+                    connection.linger()
+                else:
+                    await connection.run()
+            except TRANSPORT_ERRORS as exc:
+                logger.debug("connection from %s broke: %r", peer.label, exc)
+            sender.close()
+            await sender.wait_flushed()
     finally:
         if refusal is None:
             hub.close_connection(peer)
         await transport.aclose()
-
-
-async def _serve(hub: Hub, transport: Transport, refusal: str | None) -> None:
-    config = hub.config
-    with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
-            sender = transport.open_sender(config.outbox_limit, nursery, scope.cancel)
-            try:
-                if refusal is not None:
-                    _refuse(sender, ErrorCode.SERVER_FULL, refusal)
-                    scope.deadline = trio.current_time() + REFUSAL_LINGER
-                else:
-                    await _Connection(hub, transport, sender, scope).run()
-            except TRANSPORT_ERRORS as exc:
-                logger.debug("connection from %s broke: %r", transport.peer.label, exc)
-            sender.close()
-            await sender.wait_flushed()
 
 
 def _refuse(sender: Sender, code: ErrorCode, message: str, fmt: Format = Format.TEXT) -> None:
@@ -76,16 +70,18 @@ def _refuse(sender: Sender, code: ErrorCode, message: str, fmt: Format = Format.
 
 
 class _Connection:
-    """The per-connection state between the handshake and the leave."""
+    """One connection's state.  Its cancel scope bounds everything: the sender
+    cancels it once it is done (flushed after a close or an eviction, or broken),
+    eviction and shutdown move its deadline."""
 
-    def __init__(
-        self, hub: Hub, transport: Transport, sender: Sender, scope: trio.CancelScope
-    ) -> None:
+    __slots__ = ("bucket", "framer", "hub", "member", "scope", "sender", "throttled", "transport")
+
+    def __init__(self, hub: Hub, transport: Transport) -> None:
         self.hub = hub
         self.transport = transport
-        self.sender = sender
-        self.scope = scope
+        self.scope = trio.CancelScope()
         config = hub.config
+        self.sender = transport.open_sender(config.outbox_limit, hub.nursery, self.scope.cancel)
         self.framer = Framer(config.max_line, config.max_handshake)
         self.bucket = (
             TokenBucket(config.rate, config.burst, trio.current_time()) if config.rate > 0 else None
@@ -93,7 +89,7 @@ class _Connection:
         self.throttled = False
         self.member: Member | None = None
 
-    def _linger(self) -> None:
+    def linger(self) -> None:
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + REFUSAL_LINGER)
 
     async def run(self) -> None:
@@ -101,7 +97,7 @@ class _Connection:
         handshake = await self._read_handshake()
         if handshake is None:
             hub.counters.refused += 1
-            self._linger()
+            self.linger()
             return
         member = Member(handshake.name, handshake.format, self.sender, peer.label, peer.ip)
         member.cancel_scope = self.scope
@@ -111,13 +107,13 @@ class _Connection:
             hub.counters.refused += 1
             logger.info("refused %s from %s: %s", handshake.name, peer.label, exc.message)
             _refuse(self.sender, exc.code, exc.message, handshake.format)
-            self._linger()
+            self.linger()
             return
         self.member = member
         logger.info("%s joined %s from %s", member.name, handshake.room, peer.label)
         reason = "connection lost"
         try:
-            reason = await self._read_lines()
+            reason = await self._read_lines(member)
         finally:
             if member.evicted:
                 hub.counters.evictions += 1
@@ -152,10 +148,9 @@ class _Connection:
         )
         return None
 
-    async def _read_lines(self) -> str:
+    async def _read_lines(self, member: Member) -> str:
         """Read and act on lines until the client leaves; returns the leave reason."""
-        framer, member = self.framer, self.member
-        assert member is not None
+        framer, receive_some = self.framer, self.transport.receive_some
         idle = self.hub.config.idle_timeout
         while True:
             while True:
@@ -180,8 +175,13 @@ class _Connection:
             if framer.at_eof:
                 await settle(member)
                 return "disconnected"
+            data = None
             try:
-                data = await self._receive(idle)
+                if idle:
+                    with trio.move_on_after(idle):
+                        data = await receive_some()
+                else:
+                    data = await receive_some()
             except TRANSPORT_ERRORS:
                 return "connection lost"
             if data is None:
@@ -193,14 +193,6 @@ class _Connection:
                 framer.feed(data)
             else:
                 framer.feed_eof()
-
-    async def _receive(self, idle: float) -> bytes | None:
-        """The next chunk; None if ``idle`` seconds (0: forever) pass without one."""
-        if not idle:
-            return await self.transport.receive_some()
-        with trio.move_on_after(idle):
-            return await self.transport.receive_some()
-        return None
 
     async def _throttle(self, bucket: TokenBucket, delay: float) -> None:
         """Wait out the flood budget; meanwhile nothing is read (TCP backpressure)."""

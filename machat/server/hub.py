@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+import trio
+
 if TYPE_CHECKING:
     from ..protocol.handshake import Handshake
     from .config import ServerConfig
@@ -23,6 +25,14 @@ __all__ = ["Hub"]
 class Hub(Protocol):
     @property
     def config(self) -> ServerConfig: ...
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """Where connections' helper tasks run: a socket's drainer, a stream's writer.
+
+        It outlives every connection; a transport stops its own tasks in ``aclose``.
+        """
+        ...
 
     @property
     def counters(self) -> Counters:

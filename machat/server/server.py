@@ -193,14 +193,20 @@ class ChatServer:
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one client stream (a socket, or anything else in tests)."""
-        await self.serve_transport(transport_for_stream(stream))
+        # The same as serve_transport, one frame shallower: every idle connection
+        # keeps this stack of coroutine frames alive.
+        transport = transport_for_stream(stream)
+        try:
+            await serve_connection(self, transport)
+        except Exception:
+            # A bug in one connection must not take the server down with it.
+            logger.exception("error serving %s", transport.peer.label)
 
     async def serve_transport(self, transport: Transport) -> None:
         """Serve one client over any `Transport`."""
         try:
             await serve_connection(self, transport)
         except Exception:
-            # A bug in one connection must not take the server down with it.
             logger.exception("error serving %s", transport.peer.label)
 
     # -- the Hub: what connections call -------------------------------------------------
@@ -208,6 +214,11 @@ class ChatServer:
     @property
     def counters(self) -> Counters:
         return self.state.counters
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None, "ChatServer.run() is not running"
+        return self._nursery
 
     def open_connection(self, peer: Peer) -> str | None:
         refusal = self._over_capacity(peer.ip)

@@ -124,7 +124,8 @@ class Transport(Protocol):
     def open_sender(
         self, limit: int, nursery: trio.Nursery, on_closed: Callable[[], None]
     ) -> Sender:
-        """The connection's sender; its tasks, if any, run in ``nursery``.
+        """The connection's sender; its tasks, if any, run in ``nursery`` (which
+        outlives the connection: `aclose` stops them).
 
         ``on_closed`` is called (synchronously, once) when the sender is done: it
         has flushed everything after `Sender.close` or `Sender.evict`, or writing
@@ -362,9 +363,13 @@ class SocketTransport:
 
 
 class StreamSender:
-    """An `Outbox` emptied by one writer task with one ``send_all`` per wake-up."""
+    """An `Outbox` emptied by one writer task with one ``send_all`` per wake-up.
 
-    __slots__ = ("_done", "_on_closed", "_stream", "outbox")
+    The writer runs in a nursery that outlives the connection, so it has a cancel
+    scope of its own: `StreamTransport.aclose` stops it before closing the stream.
+    """
+
+    __slots__ = ("_done", "_on_closed", "_scope", "_stream", "outbox")
 
     def __init__(
         self,
@@ -377,6 +382,7 @@ class StreamSender:
         self._on_closed = on_closed
         self.outbox = Outbox(limit)
         self._done = trio.Event()
+        self._scope = trio.CancelScope()
         nursery.start_soon(self._write)
 
     @property
@@ -401,23 +407,31 @@ class StreamSender:
 
     async def _write(self) -> None:
         try:
-            while data := await self.outbox.take():
-                await self._stream.send_all(data)
+            with self._scope:
+                while data := await self.outbox.take():
+                    await self._stream.send_all(data)
         except TRANSPORT_ERRORS:
             self.outbox.replace_and_close(b"")
         finally:
             self._done.set()
             self._on_closed()
 
+    async def stop(self) -> None:
+        """Stop the writer now, whatever is pending, and wait until it has."""
+        self._scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
 
 class StreamTransport:
     """Any trio stream: TLS, or memory streams in tests."""
 
-    __slots__ = ("_prefix", "_stream", "peer")
+    __slots__ = ("_prefix", "_sender", "_stream", "peer")
 
     def __init__(self, stream: trio.abc.Stream, peer: Peer, prefix: bytes = b"") -> None:
         self._stream = stream
         self._prefix = prefix
+        self._sender: StreamSender | None = None
         self.peer = peer
 
     async def receive_some(self) -> bytes:
@@ -433,9 +447,12 @@ class StreamTransport:
     def open_sender(
         self, limit: int, nursery: trio.Nursery, on_closed: Callable[[], None]
     ) -> StreamSender:
-        return StreamSender(self._stream, limit, nursery, on_closed)
+        self._sender = StreamSender(self._stream, limit, nursery, on_closed)
+        return self._sender
 
     async def aclose(self) -> None:
+        if self._sender is not None:
+            await self._sender.stop()
         await close_stream(self._stream)
 
 

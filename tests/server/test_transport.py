@@ -250,7 +250,8 @@ class _ChunkTransport:
 class _EchoHub:
     """The smallest Hub: admits one name, echoes lines, refuses the name 'Taken'."""
 
-    def __init__(self) -> None:
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
         self.config = ServerConfig(rate=0)
         self.counters = Counters()
         self.events: list[str] = []
@@ -275,8 +276,10 @@ class _EchoHub:
         self.events.append(f"leave {member.name} {reason}")
 
 
-async def test_a_connection_needs_only_the_hub(autojump_clock: trio.abc.Clock) -> None:
-    hub = _EchoHub()
+async def test_a_connection_needs_only_the_hub(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    hub = _EchoHub(nursery)
     transport = _ChunkTransport([b'{"name": "Mina", "room": "dev"}\n', b"hi\nthere\n"])
     with trio.fail_after(10):
         await serve_connection(hub, transport)
@@ -291,8 +294,10 @@ async def test_a_connection_needs_only_the_hub(autojump_clock: trio.abc.Clock) -
     assert transport.closed
 
 
-async def test_a_chat_error_refuses_with_its_line(autojump_clock: trio.abc.Clock) -> None:
-    hub = _EchoHub()
+async def test_a_chat_error_refuses_with_its_line(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    hub = _EchoHub(nursery)
     transport = _ChunkTransport([b'{"name": "Taken"}'])
     with trio.fail_after(10):
         await serve_connection(hub, transport)
