@@ -1,0 +1,959 @@
+"""The backplane: what one node does in Redis so that several act as one server.
+
+Design (after Centrifugo's Redis engine):
+
+- **Room messages.**  A node sends each room one `scripts.PUBLISH` call per fan-out
+  pass with every line of that pass.  The script numbers them (the room's ``seq``),
+  appends them to the room's stream (``XADD ... MAXLEN ~ N``) and publishes them
+  with their ids on the room's channel.  Every node -- the sender's too -- delivers
+  from its subscription through a `RoomFeed`: in id order, each id once, gaps filled
+  from the stream (``XRANGE``).  A publish carries (incarnation, batch number), so a
+  retry after a lost reply is not added twice.
+- **Epochs.**  A room's stream starts after its epoch: Redis's clock in microseconds
+  when it began, or higher.  If Redis comes back without it, the next publish starts
+  a new stream above every id used before; nodes notice the new epoch.
+- **Names** are leases (`scripts.CLAIM`: set if absent, with an expiry) that only
+  their owner releases (compare and delete), refreshed by the heartbeat.
+- **Presence**: each node's users in a hash with an expiry, and the node's
+  liveness in a sorted set; the heartbeat (every ``presence_ttl / 10``) refreshes
+  both and reaps nodes that stopped beating, so their users leave every room.
+- **Failures.**  Every command has a timeout; a failed one marks the cluster down
+  (`ClusterUnavailable` at once for what needs it) until a heartbeat gets through.
+  The subscription is re-made by this module, not by coredis, so that every new
+  session catches up every room from the stream.  A node that cannot beat for
+  longer than it is known alive gives up its users (`Listener.names_lost`).
+
+The server sees this through a small surface: claim and release names, say where
+users are, open and close rooms, publish, route, read, and the `Listener` callbacks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import anyio
+import attrs
+import coredis
+import trio
+from coredis.exceptions import RedisError
+from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
+
+from ..protocol import events as ev
+from ..protocol.handshake import fold_name
+from . import scripts, wire
+from .feed import RoomFeed
+from .keys import Keys
+
+__all__ = [
+    "Backplane",
+    "BackplaneStatistics",
+    "ClusterConfig",
+    "ClusterUnavailable",
+    "Listener",
+    "Roster",
+    "check_url",
+]
+
+logger = logging.getLogger("machat.cluster")
+
+#: What a failed Redis operation raises, from coredis or the sockets under it.
+_REDIS_ERRORS = (RedisError, OSError)
+
+#: Seconds between attempts while Redis cannot be reached.
+PROBE_INTERVAL = 0.2
+#: How many stored messages one gap-filling read asks for.
+FILL_CHUNK = 1000
+#: Notices kept for later while Redis cannot be reached; older ones are dropped.
+MAX_PENDING_NOTICES = 10000
+
+
+class ClusterUnavailable(Exception):
+    """Redis could not be reached in time: the operation did not take effect."""
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is a Redis URL this module can use, else ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            raise ValueError(f"--redis {url}: no host (redis://HOST:PORT/DB)")
+        try:
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise ValueError(f"--redis {url}: bad port") from None
+        return url
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"--redis {url}: no socket path (unix:///path/to/socket)")
+        return url
+    raise ValueError(f"--redis {url}: use redis://HOST:PORT/DB or unix:///PATH")
+
+
+@attrs.frozen
+class ClusterConfig:
+    url: str
+    node: str
+    #: Seconds within which a node that died is noticed and its names are freed.
+    presence_ttl: float = 10.0
+    #: Messages kept in each room's stream (history, and what a late node can catch up).
+    stream_length: int = 1000
+    #: Seconds an unused room's stream is kept.
+    room_ttl: float = 7 * 86400.0
+    prefix: str = "machat:"
+    connect_timeout: float = 1.0
+    command_timeout: float = 1.0
+
+    @property
+    def heartbeat(self) -> float:
+        return self.presence_ttl / 10
+
+    @property
+    def alive_window(self) -> float:
+        """How long after a heartbeat a node counts as alive: the others then reap it
+        within one more heartbeat, so within ``presence_ttl`` of its death."""
+        return self.presence_ttl - 2 * self.heartbeat
+
+    @property
+    def give_up_after(self) -> float:
+        """A node that has not beaten for this long gives up its users, before the
+        others can reap it and hand its names to someone else."""
+        return self.alive_window - self.heartbeat
+
+
+class Listener(Protocol):
+    """What the backplane tells the server.  Every method is synchronous."""
+
+    def room_messages(self, room_key: str, messages: list[ev.Message]) -> None:
+        """Messages of a room open on this node, in id order, each once."""
+
+    def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
+        """A join, leave or rename on another node in a room open here."""
+
+    def direct(self, event: ev.Private | ev.GroupMessage, names: list[str]) -> None:
+        """A private or group message for these users of this node."""
+
+    def broadcast(self, event: ev.Broadcast) -> None:
+        """``@ALL:`` from another node, for everyone here."""
+
+    def node_gone(self, node: str, users: Sequence[tuple[str, str]]) -> None:
+        """Another node died or left; its users (name, room) are gone."""
+
+    def names_lost(self, names: Sequence[str], reason: str) -> None:
+        """These users of this node no longer hold their names: disconnect them."""
+
+
+@attrs.frozen
+class Roster:
+    """Who is online in the whole cluster."""
+
+    #: Nodes alive, sorted.
+    nodes: tuple[str, ...]
+    #: (name, room, node) of everyone.
+    users: tuple[tuple[str, str, str], ...]
+
+    def rooms(self) -> dict[str, tuple[str, int]]:
+        """Folded room name -> (spelling, members)."""
+        out: dict[str, tuple[str, int]] = {}
+        for _, room, _ in self.users:
+            if room:
+                key = fold_name(room)
+                spelled, count = out.get(key, (room, 0))
+                out[key] = (spelled, count + 1)
+        return out
+
+
+@attrs.frozen
+class BackplaneStatistics:
+    node: str
+    available: bool
+    rooms_open: int
+    users_here: int
+    batches_published: int
+    lines_published: int
+    batches_received: int
+    messages_delivered: int
+    gaps_filled: int
+    messages_lost: int
+    stream_restarts: int
+    sessions: int
+    outages: int
+
+
+@attrs.define(eq=False)
+class _User:
+    name: str
+    lease: str
+    room: str = ""
+
+
+@attrs.define(eq=False)
+class _Room:
+    name: str
+    key: str
+    channel: str
+    feed: RoomFeed = attrs.Factory(RoomFeed)
+    #: Batches that arrived while the room was being opened.
+    early: list[wire.Batch] | None = attrs.Factory(list)
+    opened: trio.Event = attrs.Factory(trio.Event)
+    filling: bool = False
+    #: feed.head at the last keeper round (what should have arrived by the next one).
+    checked_head: int = 0
+
+
+class Backplane:
+    """One node's side of the cluster.  `run` it in a nursery before using it."""
+
+    def __init__(self, config: ClusterConfig, listener: Listener) -> None:
+        self.config = config
+        self.node = config.node
+        self.incarnation = secrets.token_hex(8)
+        self.keys = keys = Keys(config.prefix)
+        self._listener = listener
+        self._node_channel = keys.node_channel(config.node)
+        self._client: coredis.Redis[str] = coredis.Redis.from_url(
+            check_url(config.url),
+            decode_responses=True,
+            connect_timeout=config.connect_timeout,
+            stream_timeout=config.command_timeout,
+            pool_timeout=config.command_timeout,
+            # Every write below is idempotent (a batch number, a lease value, a
+            # set), so one quick retry after a dropped connection is safe; never more,
+            # so a dead Redis is reported at once rather than retried forever.
+            retry_policy=ConstantRetryPolicy((RedisError, OSError), retries=1, delay=0.05),
+            client_name=f"machat-{config.node}",
+        )
+        client = self._client
+        self._publish = client.register_script(scripts.PUBLISH)
+        self._read = client.register_script(scripts.READ)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._presence = client.register_script(scripts.PRESENCE)
+        self._heartbeat_script = client.register_script(scripts.HEARTBEAT)
+        self._roster = client.register_script(scripts.ROSTER)
+        self._route = client.register_script(scripts.ROUTE)
+
+        self._nursery: trio.Nursery | None = None
+        self._stopping = trio.Event()
+        self._up = False
+        self._down_reason = "not connected yet"
+        self._outages = 0
+        self._last_beat = -math.inf  # trio time the last successful heartbeat was sent
+        self._gave_up = False
+        self._beat_now = trio.Event()
+
+        self._users: dict[str, _User] = {}
+        self._claims = itertools.count(1)
+        self._pending_set: dict[str, str | None] = {}
+        self._pending_release: list[tuple[str, str]] = []
+        self._pending_notices: list[tuple[str, str]] = []
+        self._presence_changed = trio.Event()
+        self._presence_lock = trio.Lock()
+
+        self._rooms: dict[str, _Room] = {}
+        self._by_channel: dict[str, _Room] = {}
+        self._pubsub: Any = None
+        self._sub_lock = trio.Lock()
+        self._sessions = 0
+        self._batch_seq = itertools.count(1)
+
+        self._batches_published = 0
+        self._lines_published = 0
+        self._batches_received = 0
+        self._delivered = 0
+        self._gaps_filled = 0
+
+    def __repr__(self) -> str:
+        return f"<Backplane {self.node} {self.config.url} up={self._up}>"
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self._up
+
+    def _unavailable(self) -> ClusterUnavailable:
+        return ClusterUnavailable(f"cluster unavailable: {self._down_reason}")
+
+    def _note_down(self, exc: BaseException | str) -> None:
+        reason = exc if isinstance(exc, str) else f"Redis at {self.config.url}: {_describe(exc)}"
+        if self._up:
+            self._outages += 1
+            logger.warning("cluster unavailable: %s", reason)
+        self._up = False
+        self._down_reason = reason
+        self._beat_now.set()
+
+    def _note_up(self) -> None:
+        if not self._up:
+            logger.info("cluster available again (Redis at %s)", self.config.url)
+        self._up = True
+
+    def statistics(self) -> BackplaneStatistics:
+        feeds = [room.feed for room in self._rooms.values()]
+        return BackplaneStatistics(
+            node=self.node,
+            available=self._up,
+            rooms_open=len(self._rooms),
+            users_here=len(self._users),
+            batches_published=self._batches_published,
+            lines_published=self._lines_published,
+            batches_received=self._batches_received,
+            messages_delivered=self._delivered,
+            gaps_filled=self._gaps_filled,
+            messages_lost=sum(f.lost for f in feeds),
+            stream_restarts=sum(f.restarts for f in feeds),
+            sessions=self._sessions,
+            outages=self._outages,
+        )
+
+    # -- life --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join the cluster and keep this node in it until cancelled.
+
+        Raises ClusterUnavailable if Redis cannot be reached at first, or another
+        running node has this node's name.
+        """
+        failure = None
+        async with self._client:  # (raising in here would come out as an ExceptionGroup)
+            failure = await self._join()
+            if failure is None:
+                await self._serve(task_status)
+        if failure is not None:
+            raise ClusterUnavailable(failure)
+
+    async def _join(self) -> str | None:
+        config = self.config
+        try:
+            with trio.fail_after(2 * config.connect_timeout + config.command_timeout):
+                await self._client.ping()
+                status = await self._beat("start")
+        except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
+            return f"cannot reach Redis at {config.url}: {_describe(exc)}"
+        if status == "taken":
+            return (
+                f"node name {self.node} is in use by another running node "
+                f"(--node NAME must be unique; a node that died frees it within "
+                f"{config.presence_ttl:g} s)"
+            )
+        self._note_up()
+        return None
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        config = self.config
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._subscriber)
+                nursery.start_soon(self._keeper)
+                nursery.start_soon(self._watchdog)
+                nursery.start_soon(self._presence_writer)
+                logger.info("cluster: node %s joined through Redis at %s", self.node, config.url)
+                task_status.started()
+                # Cancelled, this node just stops beating (the others reap it);
+                # stopped, it says goodbye first.  coredis's connections live in
+                # this task's scope, so a goodbye is only possible before cancelling.
+                await self._stopping.wait()
+                with trio.move_on_after(config.command_timeout):
+                    await self._retire()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+
+    def stop(self) -> None:
+        """Leave the cluster: `run` tells the others that this node's users left, then
+        returns."""
+        self._stopping.set()
+
+    async def _retire(self) -> None:
+        """Leave the cluster at once: the others hear that this node's users left."""
+        try:
+            await self._flush_presence()
+            await self._heartbeat_script(args=self._beat_args("retire"))
+        except _REDIS_ERRORS:
+            pass
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    # -- heartbeat, presence, reaping --------------------------------------------------
+
+    def _beat_args(self, mode: str) -> list[str]:
+        config = self.config
+        args = [
+            self.keys.prefix,
+            self.node,
+            self.incarnation,
+            str(int(config.alive_window * 1000)),
+            str(int(config.presence_ttl * 1000)),
+            str(int(2 * config.presence_ttl * 1000)),
+            mode,
+        ]
+        if mode != "retire":
+            for key, user in self._users.items():
+                args += (key, user.name, user.room, user.lease)
+        return args
+
+    async def _beat(self, mode: str) -> str:
+        sent = trio.current_time()
+        result: Any = await self._heartbeat_script(args=self._beat_args(mode))
+        status = result[0]
+        if status == "taken":
+            return status
+        self._last_beat = sent
+        self._gave_up = False
+        lost = list(result[2:])
+        if status == "fresh" and mode != "start":
+            logger.warning("cluster: presence re-announced (Redis had lost it)")
+        if lost:
+            for name in lost:
+                user = self._users.pop(fold_name(name), None)
+                if user is not None:
+                    self._pending_set[fold_name(name)] = None
+            self._listener.names_lost(lost, "cluster unavailable: name taken over while cut off")
+        return status
+
+    async def _keeper(self) -> None:
+        """Heartbeat (and reap) every ``heartbeat`` seconds; probe quickly while down."""
+        config = self.config
+        while True:
+            try:
+                with trio.fail_after(config.command_timeout * 2):
+                    async with self._presence_lock:
+                        status = await self._beat("beat")
+                        await self._flush_presence()
+            except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
+                self._note_down(exc)
+            else:
+                if status == "taken":
+                    self._note_down(f"node name {self.node} was taken by another process")
+                    self._give_up("cluster unavailable: this node's name was taken over")
+                else:
+                    was_down = not self._up
+                    self._note_up()
+                    if was_down:
+                        self._presence_changed.set()
+                    self._check_rooms()
+            self._beat_now = trio.Event()
+            with trio.move_on_after(config.heartbeat if self._up else PROBE_INTERVAL):
+                await self._beat_now.wait()
+
+    async def _watchdog(self) -> None:
+        """Give up this node's users once it has been cut off too long to hold names."""
+        while True:
+            deadline = self._last_beat + self.config.give_up_after
+            if trio.current_time() < deadline:
+                await trio.sleep_until(deadline)
+                continue
+            if not self._gave_up:
+                self._give_up(
+                    f"cluster unavailable: cut off from Redis for more than "
+                    f"{self.config.give_up_after:.1f} s ({self._down_reason}); "
+                    "disconnecting so that no name is held twice"
+                )
+            await trio.sleep(self.config.heartbeat)
+
+    def _give_up(self, reason: str) -> None:
+        self._gave_up = True
+        names = [user.name for user in self._users.values()]
+        logger.warning("cluster: giving up %d users: %s", len(names), reason)
+        for key, user in list(self._users.items()):
+            self._pending_release.append((key, user.lease))
+            self._pending_set[key] = None
+        self._users.clear()
+        if names:
+            self._listener.names_lost(names, reason)
+        # What they said on the way out is stale by now; the others reap us anyway.
+        self._pending_notices.clear()
+
+    async def _presence_writer(self) -> None:
+        while True:
+            await self._presence_changed.wait()
+            self._presence_changed = trio.Event()
+            if not self._up:
+                continue  # the keeper sets the event again once Redis is back
+            try:
+                with trio.fail_after(self.config.command_timeout * 2):
+                    async with self._presence_lock:
+                        await self._flush_presence()
+            except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
+                self._note_down(exc)
+
+    async def _flush_presence(self) -> None:
+        sets, self._pending_set = self._pending_set, {}
+        releases, self._pending_release = self._pending_release, []
+        notices, self._pending_notices = self._pending_notices, []
+        if not (sets or releases or notices):
+            return
+        args: list[str] = [
+            self.keys.prefix,
+            self.node,
+            str(int(2 * self.config.presence_ttl * 1000)),
+        ]
+        to_set: list[tuple[str, str]] = [(k, v) for k, v in sets.items() if v is not None]
+        to_del = [k for k, v in sets.items() if v is None]
+        args.append(str(len(to_set)))
+        for k, v in to_set:
+            args += (k, v)
+        args.append(str(len(to_del)))
+        args += to_del
+        args.append(str(len(releases)))
+        for k, lease in releases:
+            args += (k, lease)
+        args.append(str(len(notices)))
+        for channel, payload in notices:
+            args += (channel, payload)
+        try:
+            await self._presence(args=args)
+        except BaseException:
+            for key, value in sets.items():  # newer changes win
+                self._pending_set.setdefault(key, value)
+            self._pending_release[:0] = releases
+            self._pending_notices[:0] = notices[-MAX_PENDING_NOTICES:]
+            raise
+
+    def _presence_dirty(self) -> None:
+        self._presence_changed.set()
+
+    # -- names -------------------------------------------------------------------------
+
+    def holds(self, name: str) -> bool:
+        """Whether one of this node's users holds ``name`` (case-insensitively)."""
+        return fold_name(name) in self._users
+
+    async def claim_name(self, name: str) -> bool:
+        """Take ``name`` for a user of this node; False if someone holds it.
+
+        Raises ClusterUnavailable.  The name is this node's until `release_name`.
+        """
+        if not self._up:
+            raise self._unavailable()
+        key = fold_name(name)
+        lease = f"{self.node}\t{self.incarnation}\t{name}\t{next(self._claims)}"
+        try:
+            ok: Any = await self._claim(
+                keys=[self.keys.name(key)], args=[lease, str(int(self.config.presence_ttl * 1000))]
+            )
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+            raise self._unavailable() from None
+        if not ok:
+            return False
+        self._users[key] = _User(name, lease)
+        self._pending_set[key] = f"{name}\t"
+        self._presence_dirty()
+        return True
+
+    def release_name(self, name: str) -> None:
+        """The user left: free its name (at once if Redis is reachable)."""
+        key = fold_name(name)
+        user = self._users.pop(key, None)
+        if user is None:
+            return
+        self._pending_set[key] = None
+        self._pending_release.append((key, user.lease))
+        self._presence_dirty()
+
+    def rename(self, old: str, new: str) -> None:
+        """A user renamed: ``new`` was claimed (or differs from ``old`` only in case)."""
+        old_key, new_key = fold_name(old), fold_name(new)
+        user = self._users.get(old_key)
+        if user is None:
+            return
+        if old_key == new_key:
+            user.name = new
+            self._pending_set[new_key] = f"{new}\t{user.room}"
+            self._presence_dirty()
+            return
+        claimed = self._users.get(new_key)
+        if claimed is None:
+            return
+        claimed.room = user.room
+        self._pending_set[new_key] = f"{new}\t{user.room}"
+        self.release_name(old)
+
+    def set_room(self, name: str, room: str | None) -> None:
+        """Where a user of this node is now (None: in no room)."""
+        key = fold_name(name)
+        user = self._users.get(key)
+        if user is None:
+            return
+        user.room = room or ""
+        self._pending_set[key] = f"{user.name}\t{user.room}"
+        self._presence_dirty()
+
+    # -- rooms -------------------------------------------------------------------------
+
+    async def open_room(self, name: str) -> int:
+        """Start delivering ``name``'s messages here; returns the room's last id.
+
+        Messages after that id reach `Listener.room_messages`.  Raises
+        ClusterUnavailable.
+        """
+        key = fold_name(name)
+        room = self._rooms.get(key)
+        if room is not None:
+            await room.opened.wait()
+            if self._rooms.get(key) is not room:
+                raise self._unavailable()
+            return room.feed.last
+        if not self._up or self._pubsub is None:
+            raise self._unavailable()
+        room = _Room(name, key, self.keys.room_channel(key))
+        self._rooms[key] = room
+        self._by_channel[room.channel] = room
+        try:
+            async with self._sub_lock:
+                pubsub = self._pubsub
+                if pubsub is None:
+                    raise self._unavailable()
+                await pubsub.subscribe(room.channel)
+            epoch, seq, _ = await self._read_room(key, "after", 0, 0)
+        except (*_REDIS_ERRORS, ClusterUnavailable) as exc:
+            if self._rooms.get(key) is room:
+                self._forget_room(room)
+            room.opened.set()
+            if isinstance(exc, ClusterUnavailable):
+                raise
+            self._note_down(exc)
+            raise self._unavailable() from None
+        room.feed = RoomFeed(epoch, seq)
+        early, room.early = room.early or [], None
+        for batch in early:
+            self._offer(room, batch.epoch, batch.messages(room.name))
+        room.opened.set()
+        return room.feed.last
+
+    def close_room(self, name: str) -> None:
+        """No member of the room is left here: stop delivering it."""
+        room = self._rooms.get(fold_name(name))
+        if room is not None:
+            self._forget_room(room)
+            self._spawn(self._unsubscribe, room.channel)
+
+    def _forget_room(self, room: _Room) -> None:
+        del self._rooms[room.key]
+        self._by_channel.pop(room.channel, None)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        async with self._sub_lock:
+            pubsub = self._pubsub
+            if pubsub is None or channel in self._by_channel:
+                return
+            try:
+                with trio.move_on_after(self.config.command_timeout):
+                    await pubsub.unsubscribe(channel)
+            except _REDIS_ERRORS:
+                pass  # the session is going; the next one will not have it
+
+    def last_id(self, name: str) -> int:
+        room = self._rooms.get(fold_name(name))
+        return room.feed.last if room is not None else 0
+
+    async def publish(self, room: str, lines: Sequence[tuple[str, str]], floor: int = 0) -> int:
+        """Append (sender, text) lines to a room; returns the first one's id.
+
+        They are delivered from the subscription, like everyone else's.  ``floor``
+        is the highest id this node knows the room used (a new stream starts above
+        it).  Raises ClusterUnavailable, and then none of the lines was accepted.
+        """
+        if not self._up:
+            raise self._unavailable()
+        key = fold_name(room)
+        config = self.config
+        args: list[str | int] = [
+            self.keys.room_channel(key),
+            config.stream_length,
+            self.node,
+            self.incarnation,
+            next(self._batch_seq),
+            floor,
+            len(lines),
+        ]
+        for sender, text in lines:
+            args += (sender, text)
+        args.append(int(config.room_ttl * 1000))
+        try:
+            result: Any = await self._publish(
+                keys=[self.keys.room_meta(key), self.keys.room_log(key)], args=args
+            )
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+            raise self._unavailable() from None
+        first, epoch = int(result[0]), int(result[1])
+        self._batches_published += 1
+        self._lines_published += len(lines)
+        state = self._rooms.get(key)
+        if state is not None and state.early is None:
+            state.feed.note_head(epoch, first + len(lines) - 1)
+        return first
+
+    def notice(self, room: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
+        """Tell the room's members on other nodes (whenever Redis can be reached)."""
+        if self._gave_up:
+            return
+        notices = self._pending_notices
+        channel = self.keys.room_channel(fold_name(room))
+        notices.append((channel, wire.encode_notice(self.node, event)))
+        if len(notices) > MAX_PENDING_NOTICES:
+            del notices[: len(notices) - MAX_PENDING_NOTICES]
+        self._presence_dirty()
+
+    # -- reading the stream ------------------------------------------------------------
+
+    async def _read_room(
+        self, key: str, mode: str, after: int, count: int
+    ) -> tuple[int, int, list[ev.Message]]:
+        """(epoch, seq, messages); epoch and seq are 0 for a room without a stream."""
+        result: Any = await self._read(
+            keys=[self.keys.room_meta(key), self.keys.room_log(key)],
+            args=[mode, after, count],
+        )
+        epoch = int(result[0]) if result[0] else 0
+        seq = int(result[1]) if result[1] else 0
+        room = self._rooms.get(key)
+        spelled = room.name if room is not None else key
+        messages = [
+            ev.Message(spelled, result[i + 1], result[i + 2], int(result[i]), float(result[i + 3]))
+            for i in range(2, len(result), 4)
+        ]
+        return epoch, seq, messages
+
+    async def recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
+        """The room's last ``count`` messages, oldest first.  Raises ClusterUnavailable."""
+        if count <= 0:
+            return ()
+        try:
+            _, _, messages = await self._read_room(fold_name(room), "last", 0, count)
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+            raise self._unavailable() from None
+        messages.reverse()
+        return tuple(_respell(messages, room))
+
+    async def since(self, room: str, after: int, limit: int) -> tuple[tuple[ev.Message, ...], bool]:
+        """Up to ``limit`` messages with ids above ``after``, and whether none were lost."""
+        try:
+            epoch, seq, messages = await self._read_room(fold_name(room), "after", after, limit)
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+            raise self._unavailable() from None
+        if messages:
+            complete = messages[0].id == after + 1
+        else:
+            complete = bool(epoch) and seq <= after or not epoch and after == 0
+        return tuple(_respell(messages, room)), complete
+
+    # -- the subscription --------------------------------------------------------------
+
+    async def _subscriber(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Keep one pub/sub session; every new one catches every room up from the stream."""
+        started = False
+        while True:
+            try:
+                async with self._client.pubsub(
+                    retry_policy=NoRetryPolicy(),
+                    ignore_subscribe_messages=True,
+                    subscription_timeout=self.config.command_timeout,
+                    max_idle_seconds=max(1.0, self.config.heartbeat * 2),
+                ) as pubsub:
+                    async with self._sub_lock:
+                        channels = [self._node_channel, self.keys.all_channel, *self._by_channel]
+                        with trio.fail_after(self.config.command_timeout * 2):
+                            await pubsub.subscribe(*channels)
+                        self._pubsub = pubsub
+                    self._sessions += 1
+                    if not started:
+                        started = True
+                        task_status.started()
+                    else:
+                        logger.info("cluster: subscription re-established; catching up")
+                        for room in list(self._rooms.values()):
+                            if room.early is None:
+                                self._start_fill(room)
+                    async for message in pubsub:
+                        if message["type"] == "message":
+                            self._on_message(str(message["channel"]), str(message["data"]))
+            except* (*_REDIS_ERRORS, trio.TooSlowError, anyio.ClosedResourceError) as group:
+                # (coredis's pub/sub raises ClosedResourceError when its connection is
+                # closed under it, e.g. while cancelled.)  Not necessarily an outage
+                # (Redis drops slow subscribers): the keeper decides that; this loop
+                # only makes a new session.
+                logger.info("cluster: subscription lost: %s", _describe(group.exceptions[0]))
+            finally:
+                self._pubsub = None
+            if not started:
+                raise ClusterUnavailable(f"cannot subscribe at Redis at {self.config.url}")
+            await trio.sleep(PROBE_INTERVAL)
+
+    def _on_message(self, channel: str, data: str) -> None:
+        try:
+            room = self._by_channel.get(channel)
+            if room is not None:
+                if data.startswith("M"):
+                    batch = wire.decode_batch(data)
+                    self._batches_received += 1
+                    if room.early is not None:
+                        room.early.append(batch)
+                    else:
+                        self._offer(room, batch.epoch, batch.messages(room.name))
+                else:
+                    origin, event = wire.decode_room_notice(data, room.name)
+                    if origin != self.node:
+                        self._listener.room_notice(room.key, event)
+            elif channel == self._node_channel:
+                direct, names = wire.decode_direct(data)
+                self._listener.direct(direct, names)
+            elif channel == self.keys.all_channel:
+                decoded = wire.decode_all(data)
+                if isinstance(decoded, wire.NodeGone):
+                    if decoded.node != self.node:
+                        logger.info(
+                            "cluster: node %s is gone with %d users",
+                            decoded.node,
+                            len(decoded.users),
+                        )
+                        self._listener.node_gone(decoded.node, decoded.users)
+                elif decoded[0] != self.node:
+                    self._listener.broadcast(decoded[1])
+        except wire.WireError as exc:
+            logger.warning("cluster: ignoring a payload on %s: %s", channel, exc)
+
+    def _offer(self, room: _Room, epoch: int, messages: list[ev.Message]) -> None:
+        feed = room.feed
+        restarts = feed.restarts
+        out = feed.offer(epoch, messages)
+        if feed.restarts != restarts:
+            logger.warning("cluster: room %s's stream was lost; restarted at %d", room.name, epoch)
+        if out:
+            self._delivered += len(out)
+            self._listener.room_messages(room.key, out)
+        if feed.first_ahead() is not None:
+            self._start_fill(room)
+
+    def _check_rooms(self) -> None:
+        """Fill what a room should have received by now (e.g. its own last publish)."""
+        for room in list(self._rooms.values()):
+            if room.early is not None:
+                continue
+            if room.feed.last < room.checked_head:
+                self._start_fill(room)
+            room.checked_head = room.feed.head
+
+    def _start_fill(self, room: _Room) -> None:
+        if not room.filling:
+            room.filling = True
+            self._spawn(self._fill, room)
+
+    async def _fill(self, room: _Room) -> None:
+        """Catch a room up from its stream: what is missing, and what came since."""
+        try:
+            while self._rooms.get(room.key) is room:
+                feed = room.feed
+                start = feed.last + 1
+                epoch, seq, messages = await self._read_room(
+                    room.key, "after", feed.last, FILL_CHUNK
+                )
+                feed.note_head(epoch, seq)
+                out = feed.offer(epoch, messages) if epoch else []
+                if feed.last < start and feed.gap() is not None:
+                    # The stream no longer holds what comes next: give it up.
+                    candidates = [m.id for m in messages if m.id > feed.last]
+                    if (ahead := feed.first_ahead()) is not None:
+                        candidates.append(ahead)
+                    upto = (min(candidates) - 1) if candidates else feed.head
+                    logger.warning(
+                        "cluster: room %s: messages %d-%d are no longer stored",
+                        room.name,
+                        feed.last + 1,
+                        upto,
+                    )
+                    out += feed.skip(upto)
+                if out:
+                    self._gaps_filled += 1
+                    self._delivered += len(out)
+                    self._listener.room_messages(room.key, out)
+                if len(messages) < FILL_CHUNK and feed.gap() is None:
+                    return
+                if feed.last < start:
+                    return  # no progress; the keeper tries again
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+        finally:
+            room.filling = False
+
+    # -- private, group, @ALL ----------------------------------------------------------
+
+    async def route(
+        self, sender: str, names: Sequence[str], text: str, *, group: str | None = None
+    ) -> list[str | None]:
+        """Send a private (or ``group``) message to users wherever they are.
+
+        Returns, per name, its spelling if that user is online, else None.  Raises
+        ClusterUnavailable.
+        """
+        if not self._up:
+            raise self._unavailable()
+        ts = time.time()
+        kind = "P" if group is None else f"G\t{group}"
+        header = f"{kind}\t{ts!r}\t{sender}"
+        args = [self.keys.prefix, header, text, *(fold_name(n) for n in names)]
+        try:
+            found: Any = await self._route(args=args)
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+            raise self._unavailable() from None
+        return [spelled or None for spelled in found]
+
+    async def broadcast(self, event: ev.Broadcast) -> None:
+        """``@ALL:`` to the other nodes (this node delivers its own)."""
+        if not self._up:
+            raise self._unavailable()
+        payload = wire.encode_broadcast(self.node, event.sender, event.text, event.ts)
+        try:
+            await self._client.publish(self.keys.all_channel, payload)
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+            raise self._unavailable() from None
+
+    async def roster(self) -> Roster:
+        """Everyone online in the cluster.  Raises ClusterUnavailable."""
+        if not self._up:
+            raise self._unavailable()
+        try:
+            result: Any = await self._roster(args=[self.keys.prefix])
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+            raise self._unavailable() from None
+        nodes: list[str] = []
+        users: list[tuple[str, str, str]] = []
+        i = 0
+        while i < len(result):
+            node, count = result[i], int(result[i + 1])
+            nodes.append(node)
+            for value in result[i + 2 : i + 2 + count]:
+                name, _, room = value.partition("\t")
+                users.append((name, room, node))
+            i += 2 + count
+        return Roster(tuple(sorted(nodes)), tuple(users))
+
+
+def _respell(messages: list[ev.Message], room: str) -> list[ev.Message]:
+    return [m if m.room == room else attrs.evolve(m, room=room) for m in messages]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError | TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({cause})"
+    return text

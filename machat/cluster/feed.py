@@ -1,0 +1,105 @@
+"""One room's messages in id order, from a subscription that may drop and repeat.
+
+Pure bookkeeping, no I/O (tested with hypothesis).  Batches arrive from the room's
+pub/sub channel, and stored entries from the room's stream when a gap is filled;
+both go through `RoomFeed.offer`, which returns what may be delivered now: every id
+once, in order.  What is ahead of a gap waits until the gap is filled from the
+stream, or given up (`skip`) when the stream no longer holds it.
+
+The epoch is the id a room's stream started after (see `scripts.PUBLISH`): a larger
+epoch means Redis lost the stream and a new one began above every id used before,
+so nothing more of the old one can come and delivery continues in the new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..protocol import events as ev
+
+__all__ = ["RoomFeed"]
+
+
+class RoomFeed:
+    """Where one room's delivery stands: the epoch and the last id delivered."""
+
+    __slots__ = ("_ahead", "epoch", "head", "last", "lost", "restarts")
+
+    def __init__(self, epoch: int = 0, last: int = 0) -> None:
+        self.epoch = epoch
+        #: The last id delivered (or known to be before this node's time).
+        self.last = max(last, epoch)
+        #: The highest id known to exist (from publishing, or the stream's meta).
+        self.head = self.last
+        #: Messages that arrived ahead of a gap, by id.
+        self._ahead: dict[int, ev.Message] = {}
+        #: Ids given up as no longer stored.
+        self.lost = 0
+        #: How often the stream was found restarted (Redis lost it).
+        self.restarts = 0
+
+    def __repr__(self) -> str:
+        return f"<RoomFeed epoch={self.epoch} last={self.last} head={self.head}>"
+
+    def _new_epoch(self, epoch: int) -> None:
+        if self.epoch:
+            self.restarts += 1
+        self.epoch = epoch
+        self._ahead = {i: m for i, m in self._ahead.items() if i > epoch}
+        if self.last < epoch:
+            self.last = epoch
+        self.head = max(self.head, self.last)
+
+    def offer(self, epoch: int, messages: Sequence[ev.Message]) -> list[ev.Message]:
+        """Take messages (ascending ids) of stream ``epoch``; returns those now deliverable."""
+        if epoch != self.epoch:
+            if epoch < self.epoch:
+                return []  # from a stream that has since been replaced
+            self._new_epoch(epoch)
+        if not messages:
+            return []
+        last = self.last
+        top = messages[-1].id
+        if top > self.head:
+            self.head = top
+        if not self._ahead and messages[0].id == last + 1 and top == last + len(messages):
+            self.last = top  # the common case: exactly what comes next
+            return list(messages)
+        ahead = self._ahead
+        for message in messages:
+            if message.id > last:
+                ahead[message.id] = message
+        return self._drain()
+
+    def _drain(self) -> list[ev.Message]:
+        out = []
+        ahead = self._ahead
+        while (message := ahead.pop(self.last + 1, None)) is not None:
+            out.append(message)
+            self.last += 1
+        return out
+
+    def note_head(self, epoch: int, head: int) -> None:
+        """Redis says the stream's last id is ``head`` (from a publish or its meta)."""
+        if epoch > self.epoch:
+            self._new_epoch(epoch)
+        if epoch == self.epoch and head > self.head:
+            self.head = head
+
+    def gap(self) -> int | None:
+        """The first missing id, if something known to exist has not been delivered."""
+        if self._ahead or self.head > self.last:
+            return self.last + 1
+        return None
+
+    def skip(self, upto: int) -> list[ev.Message]:
+        """The stream no longer holds ids up to ``upto``: give them up, deliver what follows."""
+        if upto > self.last:
+            held = sum(1 for i in self._ahead if i <= upto)
+            self.lost += upto - self.last - held
+            self._ahead = {i: m for i, m in self._ahead.items() if i > upto}
+            self.last = upto
+        return self._drain()
+
+    def first_ahead(self) -> int | None:
+        return min(self._ahead) if self._ahead else None

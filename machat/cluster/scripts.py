@@ -1,0 +1,263 @@
+"""The Lua scripts the cluster runs inside Redis, each one atomic and one round trip.
+
+Numbers: Lua's numbers are doubles, exact up to 2^53, and Redis turns a Lua number
+it is given into text with 14 significant digits.  Ids reach 10^15 (they start at
+the microsecond a room's stream began), so every id handed to ``redis.call`` or
+returned is formatted with ``%d`` first.
+
+Keys are built inside some scripts from the prefix (``ARGV[1]``): they walk sets of
+nodes and names that the caller cannot list in advance.  That is fine on one Redis;
+see README ("Beyond one Redis") for what Redis Cluster would change.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLAIM", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ", "ROSTER", "ROUTE"]
+
+#: Append a batch of lines to a room: number them, store them, publish them.
+#:
+#: KEYS: meta, log.  ARGV: channel, maxlen, node, incarnation, batch seq, floor,
+#: count, then sender, text for each line, then the keys' expiry in ms.  Returns
+#: {first id, epoch, ts, duplicate}.
+#:
+#: ``epoch`` is the id the room's current stream began after.  When the meta is
+#: missing (a new room, or Redis lost it) a new stream starts after the larger of
+#: Redis's clock in microseconds and ``floor`` (the last id the publishing node
+#: knows), so ids never repeat for anyone holding an old one.  A batch the same
+#: node incarnation already published (a retry after a lost reply) is not added
+#: again: the first call's result is returned.
+PUBLISH = r"""
+local meta, log = KEYS[1], KEYS[2]
+local node, inc, seq = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local n = tonumber(ARGV[7])
+local done = redis.call('HGET', meta, 'n:' .. node)
+if done then
+  local dinc, dseq, dfirst, depoch, dts = string.match(done, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(.*)$')
+  if dinc == inc and tonumber(dseq) >= seq then
+    return {dfirst, depoch, dts, 1}
+  end
+end
+local t = redis.call('TIME')
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  local base = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local floor = tonumber(ARGV[6])
+  if floor > base then base = floor end
+  epoch = string.format('%d', base)
+  redis.call('DEL', log)
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', epoch)
+end
+local last = redis.call('HINCRBY', meta, 'seq', n)
+local first = last - n + 1
+local ts = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+local maxlen = ARGV[2]
+for i = 0, n - 1 do
+  redis.call('XADD', log, 'MAXLEN', '~', maxlen, string.format('%d', first + i) .. '-0',
+             'f', ARGV[8 + 2 * i], 't', ARGV[9 + 2 * i], 's', ts)
+end
+local sfirst = string.format('%d', first)
+redis.call('HSET', meta, 'n:' .. node,
+           inc .. '\t' .. seq .. '\t' .. sfirst .. '\t' .. epoch .. '\t' .. ts)
+redis.call('PEXPIRE', meta, ARGV[8 + 2 * n])
+redis.call('PEXPIRE', log, ARGV[8 + 2 * n])
+local head = 'M\t' .. epoch .. '\t' .. sfirst .. '\t' .. ts .. '\t' .. n .. '\t' .. node
+if n > 0 then
+  redis.call('PUBLISH', ARGV[1], head .. '\n' .. table.concat(ARGV, '\n', 8, 7 + 2 * n))
+end
+return {sfirst, epoch, ts, 0}
+"""
+
+#: Read a room: its epoch and last id, and stored messages.
+#:
+#: KEYS: meta, log.  ARGV: mode (``after``: ids > ARGV[2], oldest first; ``last``:
+#: the newest ARGV[3], newest first), id, count.  Returns {epoch, seq, id, sender,
+#: text, ts, ...}; epoch and seq are ``""`` when the room has no stream.
+READ = r"""
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
+local seq = redis.call('HGET', KEYS[1], 'seq') or ''
+local entries
+if ARGV[3] == '0' then
+  entries = {}
+elseif ARGV[1] == 'after' then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+else
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[3])
+end
+local out = {epoch, seq}
+for _, e in ipairs(entries) do
+  local f = e[2]
+  local m = {}
+  for i = 1, #f, 2 do m[f[i]] = f[i + 1] end
+  table.insert(out, string.sub(e[1], 1, -3))
+  table.insert(out, m['f'] or '')
+  table.insert(out, m['t'] or '')
+  table.insert(out, m['s'] or '0')
+end
+return out
+"""
+
+#: Claim a name's lease: KEYS: lease.  ARGV: value, lease ms.  Returns 1 if ours.
+#: Calling it again with the same value (a retry) still says 1.
+CLAIM = r"""
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if v then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+#: Apply a node's presence changes, release names, publish room notices.
+#:
+#: ARGV: prefix, node, users ttl ms, then three counted sections:
+#: n, (folded name, "Name<TAB>room") * n to set; n, folded name * n to delete;
+#: n, (folded name, lease value) * n leases to release if still this value;
+#: n, (channel, payload) * n to publish.
+PRESENCE = r"""
+local P, node = ARGV[1], ARGV[2]
+local users = P .. 'node:{' .. node .. '}:users'
+local i = 4
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HSET', users, ARGV[i], ARGV[i + 1]); i = i + 2
+end
+if n > 0 then redis.call('PEXPIRE', users, ARGV[3]) end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HDEL', users, ARGV[i]); i = i + 1
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key = P .. 'name:' .. ARGV[i]
+  if redis.call('GET', key) == ARGV[i + 1] then redis.call('DEL', key) end
+  i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1]); i = i + 2
+end
+return 1
+"""
+
+#: A node's heartbeat, which also reaps nodes that stopped beating.
+#:
+#: ARGV: prefix, node, incarnation, alive ms, lease ms, users ttl ms, mode
+#: (``start``, ``beat``, or ``retire`` to leave now), then (folded name, Name, room,
+#: lease value) per user.
+#:
+#: Refreshes this node's liveness, its incarnation lease and its users' name leases.
+#: If the incarnation lease was gone (Redis lost its data, or this node was reaped),
+#: presence is written afresh and free names are claimed again.  Then every node
+#: whose liveness ran out is removed: its users' entries and name leases are deleted
+#: and ``X`` (with the users) is published on the all channel, so the rooms hear that
+#: they left.  Returns {status, now ms, lost name, ...}; status is ``ok``, ``fresh``
+#: or ``taken`` (another incarnation holds this node name).
+HEARTBEAT = r"""
+local P, node, inc = ARGV[1], ARGV[2], ARGV[3]
+local alive, lease, uttl, mode = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nodes = P .. 'nodes'
+local inckey = P .. 'node:{' .. node .. '}:inc'
+local users = P .. 'node:{' .. node .. '}:users'
+local held = redis.call('GET', inckey)
+local status = 'ok'
+local out = {status, string.format('%d', now)}
+if mode == 'retire' then
+  if held == inc then redis.call('ZADD', nodes, 0, node) end
+else
+  if held ~= inc then
+    if held then return {'taken', string.format('%d', now)} end
+    status = 'fresh'
+    out[1] = status
+    redis.call('DEL', users)
+  end
+  redis.call('SET', inckey, inc, 'PX', lease)
+  redis.call('ZADD', nodes, string.format('%d', now + alive), node)
+end
+for i = 8, #ARGV, 4 do
+  local key = P .. 'name:' .. ARGV[i]
+  local v = redis.call('GET', key)
+  local ours = v == ARGV[i + 3]
+  if ours then
+    redis.call('PEXPIRE', key, lease)
+  elseif not v and status == 'fresh' then
+    redis.call('SET', key, ARGV[i + 3], 'PX', lease)
+    ours = true
+  end
+  if ours then
+    if status == 'fresh' then
+      redis.call('HSET', users, ARGV[i], ARGV[i + 1] .. '\t' .. ARGV[i + 2])
+    end
+  else
+    table.insert(out, ARGV[i + 1])
+  end
+end
+if redis.call('EXISTS', users) == 1 then redis.call('PEXPIRE', users, uttl) end
+local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. string.format('%d', now))
+for _, d in ipairs(dead) do
+  if d ~= node or mode == 'retire' then
+    redis.call('ZREM', nodes, d)
+    local ukey = P .. 'node:{' .. d .. '}:users'
+    local entries = redis.call('HGETALL', ukey)
+    local parts = {'X\t' .. d}
+    local mark = d .. '\t'
+    for j = 1, #entries, 2 do
+      local lkey = P .. 'name:' .. entries[j]
+      local lv = redis.call('GET', lkey)
+      if lv and string.sub(lv, 1, #mark) == mark then redis.call('DEL', lkey) end
+      table.insert(parts, entries[j + 1])
+    end
+    redis.call('DEL', ukey, P .. 'node:{' .. d .. '}:inc')
+    redis.call('PUBLISH', P .. 'all', table.concat(parts, '\n'))
+  end
+end
+return out
+"""
+
+#: Everyone in the cluster: ARGV: prefix.  Returns {node, count, "Name<TAB>room" * count,
+#: node, ...} for every node alive.
+ROSTER = r"""
+local P = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+local alive = redis.call('ZRANGEBYSCORE', P .. 'nodes', string.format('%d', now), '+inf')
+for _, node in ipairs(alive) do
+  local vals = redis.call('HVALS', P .. 'node:{' .. node .. '}:users')
+  table.insert(out, node)
+  table.insert(out, #vals)
+  for _, v in ipairs(vals) do table.insert(out, v) end
+end
+return out
+"""
+
+#: Send a private or group message to names wherever they are online.
+#:
+#: ARGV: prefix, header (``P<TAB>ts<TAB>from`` or ``G<TAB>#g<TAB>ts<TAB>from``), text,
+#: then the folded names.  Publishes one payload per node holding some of them.
+#: Returns, per name, its spelling if online, else ``""``.
+ROUTE = r"""
+local P = ARGV[1]
+local bynode, order, found = {}, {}, {}
+for i = 4, #ARGV do
+  local v = redis.call('GET', P .. 'name:' .. ARGV[i])
+  local name = ''
+  if v then
+    local n, _, spelled = string.match(v, '^([^\t]*)\t([^\t]*)\t([^\t]*)')
+    if n then
+      name = spelled
+      if not bynode[n] then bynode[n] = {}; table.insert(order, n) end
+      table.insert(bynode[n], spelled)
+    end
+  end
+  table.insert(found, name)
+end
+for _, n in ipairs(order) do
+  redis.call('PUBLISH', P .. 'node:' .. n,
+             ARGV[2] .. '\t' .. table.concat(bynode[n], ',') .. '\n' .. ARGV[3])
+end
+return found
+"""

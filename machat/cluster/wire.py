@@ -1,0 +1,156 @@
+"""What nodes say to each other over Redis pub/sub: payloads in, events out.
+
+Pure functions, no I/O.  A payload is UTF-8 text; fields are separated by tabs and
+records by newlines.  That is safe because names and rooms are ASCII without either,
+and chat text never holds a newline (it is one line) -- it may hold tabs, so text is
+always the last field of its record.
+
+Room channel (``room:R``)::
+
+    M<TAB>epoch<TAB>first id<TAB>ts<TAB>count<TAB>origin node   a batch (the Lua script
+    sender 1                                                   writes it): ``count``
+    text 1                                                     messages with ids
+    ...                                                        first, first+1, ...
+    J<TAB>origin<TAB>name                                      joined
+    L<TAB>origin<TAB>name<TAB>reason                           left
+    N<TAB>origin<TAB>old<TAB>new                               renamed
+
+Node channel (``node:N``)::
+
+    P<TAB>ts<TAB>from<TAB>name,name...<NEWLINE>text            private, to those names
+    G<TAB>#group<TAB>ts<TAB>from<TAB>name,name...<NEWLINE>text group message
+
+All channel (``all``)::
+
+    B<TAB>origin<TAB>ts<TAB>from<NEWLINE>text                   ``@ALL:``
+    X<TAB>node<NEWLINE>Name<TAB>room<NEWLINE>...                node gone, with its users
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..protocol import events as ev
+
+__all__ = [
+    "Batch",
+    "NodeGone",
+    "decode_all",
+    "decode_batch",
+    "decode_direct",
+    "decode_room_notice",
+    "encode_broadcast",
+    "encode_notice",
+]
+
+
+class WireError(ValueError):
+    """A payload that does not parse (a bug or a foreign publisher)."""
+
+
+@attrs.frozen
+class Batch:
+    """Consecutive messages of one room, as the publish script numbered them."""
+
+    epoch: int
+    first: int
+    ts: float
+    origin: str
+    #: sender, text, sender, text, ...
+    fields: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.fields) // 2
+
+    def messages(self, room: str) -> list[ev.Message]:
+        fields, first, ts = self.fields, self.first, self.ts
+        return [
+            ev.Message(room, fields[2 * i], fields[2 * i + 1], first + i, ts)
+            for i in range(len(fields) // 2)
+        ]
+
+
+@attrs.frozen
+class NodeGone:
+    node: str
+    #: (name, room) of every user the node had
+    users: tuple[tuple[str, str], ...]
+
+
+def decode_batch(payload: str) -> Batch:
+    head, _, body = payload.partition("\n")
+    parts = head.split("\t")
+    if len(parts) != 6 or parts[0] != "M":
+        raise WireError(f"bad batch header {head[:80]!r}")
+    try:
+        epoch, first, ts, count = int(parts[1]), int(parts[2]), float(parts[3]), int(parts[4])
+    except ValueError:
+        raise WireError(f"bad batch header {head[:80]!r}") from None
+    fields = body.split("\n") if count else []
+    if len(fields) != 2 * count:
+        raise WireError(f"batch of {count} with {len(fields)} fields")
+    return Batch(epoch, first, ts, parts[5], fields)
+
+
+def encode_notice(origin: str, event: ev.Join | ev.Leave | ev.Nick) -> str:
+    if isinstance(event, ev.Join):
+        return f"J\t{origin}\t{event.name}"
+    if isinstance(event, ev.Leave):
+        return f"L\t{origin}\t{event.name}\t{event.reason}"
+    return f"N\t{origin}\t{event.old}\t{event.new}"
+
+
+def decode_room_notice(payload: str, room: str) -> tuple[str, ev.Join | ev.Leave | ev.Nick]:
+    """A room notice: (origin node, event)."""
+    parts = payload.split("\t")
+    kind = parts[0]
+    if kind == "J" and len(parts) == 3:
+        return parts[1], ev.Join(room, parts[2])
+    if kind == "L" and len(parts) == 4:
+        return parts[1], ev.Leave(room, parts[2], parts[3])
+    if kind == "N" and len(parts) == 4:
+        return parts[1], ev.Nick(parts[2], parts[3])
+    raise WireError(f"bad room notice {payload[:80]!r}")
+
+
+def encode_broadcast(origin: str, sender: str, text: str, ts: float) -> str:
+    return f"B\t{origin}\t{ts!r}\t{sender}\n{text}"
+
+
+def direct_header(kind: str, ts: float, sender: str) -> str:
+    """The head of a private (``P``) or group (``G\\t#name``) payload, before the names."""
+    return f"{kind}\t{ts!r}\t{sender}"
+
+
+def decode_direct(payload: str) -> tuple[ev.Private | ev.GroupMessage, list[str]]:
+    """A private or group message for some of this node's users: (event, their names)."""
+    head, _, text = payload.partition("\n")
+    parts = head.split("\t")
+    try:
+        if parts[0] == "P" and len(parts) == 4:
+            return ev.Private(parts[2], text, float(parts[1])), parts[3].split(",")
+        if parts[0] == "G" and len(parts) == 5:
+            event = ev.GroupMessage(parts[1], parts[3], text, float(parts[2]))
+            return event, parts[4].split(",")
+    except ValueError:
+        pass
+    raise WireError(f"bad direct message {head[:80]!r}")
+
+
+def decode_all(payload: str) -> tuple[str, ev.Broadcast] | NodeGone:
+    """A broadcast (origin, event), or a node that went away."""
+    head, _, rest = payload.partition("\n")
+    parts = head.split("\t")
+    if parts[0] == "B" and len(parts) == 4:
+        try:
+            return parts[1], ev.Broadcast(parts[3], rest, float(parts[2]))
+        except ValueError:
+            pass
+    elif parts[0] == "X" and len(parts) == 2:
+        users = []
+        for line in rest.split("\n") if rest else []:
+            name, _, room = line.partition("\t")
+            users.append((name, room))
+        return NodeGone(parts[1], tuple(users))
+    raise WireError(f"bad cluster payload {head[:80]!r}")

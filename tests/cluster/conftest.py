@@ -1,0 +1,109 @@
+"""Fixtures for cluster tests: real redis-server processes, backplanes, recording listeners.
+
+Rules: Redis listens on a Unix socket in the test's temporary directory (or a free
+loopback port); every wait is bounded by ``trio.fail_after``; waiting for a
+condition parks on an event that the listener sets, never on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import trio
+
+from machat.cluster import Backplane, ClusterConfig
+from machat.protocol import events as ev
+from tests.cluster.support import RedisProcess
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+class Recorder:
+    """A `Listener` that writes down everything it hears."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, list[ev.Message]] = {}
+        self.notices: list[tuple[str, ev.Event]] = []
+        self.direct_events: list[tuple[ev.Event, list[str]]] = []
+        self.broadcasts: list[ev.Broadcast] = []
+        self.gone: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+        self.lost: list[tuple[tuple[str, ...], str]] = []
+        self._changed = trio.Event()
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, condition: Callable[[], bool], within: float = 5.0) -> None:
+        with trio.fail_after(within):
+            while not condition():
+                await self._changed.wait()
+
+    def ids(self, room: str) -> list[int]:
+        return [m.id for m in self.messages.get(room, [])]
+
+    def texts(self, room: str) -> list[str]:
+        return [m.text for m in self.messages.get(room, [])]
+
+    # -- Listener --
+    def room_messages(self, room_key: str, messages: list[ev.Message]) -> None:
+        self.messages.setdefault(room_key, []).extend(messages)
+        self._poke()
+
+    def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
+        self.notices.append((room_key, event))
+        self._poke()
+
+    def direct(self, event: ev.Private | ev.GroupMessage, names: list[str]) -> None:
+        self.direct_events.append((event, names))
+        self._poke()
+
+    def broadcast(self, event: ev.Broadcast) -> None:
+        self.broadcasts.append(event)
+        self._poke()
+
+    def node_gone(self, node: str, users: Sequence[tuple[str, str]]) -> None:
+        self.gone.append((node, tuple(users)))
+        self._poke()
+
+    def names_lost(self, names: Sequence[str], reason: str) -> None:
+        self.lost.append((tuple(names), reason))
+        self._poke()
+
+
+class Node:
+    def __init__(self, backplane: Backplane, recorder: Recorder, scope: trio.CancelScope) -> None:
+        self.bp = backplane
+        self.rec = recorder
+        self.scope = scope
+
+
+@pytest.fixture
+async def start_node(
+    nursery: trio.Nursery, redis: RedisProcess
+) -> AsyncIterator[Callable[..., object]]:
+    """``await start_node("a", presence_ttl=2)``: a running backplane with a recorder."""
+
+    async def _start(name: str, url: str | None = None, **options: object) -> Node:
+        recorder = Recorder()
+        config = ClusterConfig(url=url or redis.url, node=name, **options)  # type: ignore[arg-type]
+        backplane = Backplane(config, recorder)
+        scope = trio.CancelScope()
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            with scope:
+                await backplane.run(task_status=task_status)
+
+        with trio.fail_after(5):
+            await nursery.start(run)
+        return Node(backplane, recorder, scope)
+
+    yield _start

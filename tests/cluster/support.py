@@ -1,0 +1,102 @@
+"""Test support: a real ``redis-server`` (on a Unix socket or a free loopback port, in a
+temporary directory; stopped with or without saving its data, or killed), and a
+bounded wait for state that lives in another process."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """One redis-server; ``url`` stays the same across restarts."""
+
+    def __init__(self, directory: Path, *, tcp: bool = False, extra: tuple[str, ...] = ()) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port() if tcp else 0
+        self.socket = self.dir / "redis.sock"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        if tcp:
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        else:
+            self.url = f"unix://{self.socket}"
+
+    def start(self) -> None:
+        assert self.proc is None
+        args = [
+            REDIS_SERVER,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--unixsocket", str(self.socket),
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(self.dir / "redis.log"),
+            *self.extra,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()}")
+            if self.cli("PING", check=False) == "PONG":
+                return
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start within 10 s")
+
+    def cli(self, *args: str, check: bool = True) -> str:
+        proc = subprocess.run(
+            ["redis-cli", "-s", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(proc.stderr)
+        return proc.stdout.strip()
+
+    def stop(self, *, save: bool) -> None:
+        """Shut down; with ``save`` the data is written and comes back on `start`."""
+        assert self.proc is not None
+        self.cli("SHUTDOWN", "SAVE" if save else "NOSAVE", check=False)
+        self.proc.wait(timeout=10)
+        self.proc = None
+        if not save:
+            (self.dir / "dump.rdb").unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        import os
+
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Until ``check()`` holds, asking again every 20 ms: for state that lives in another
+    process (Redis), which cannot wake us."""
+    with trio.fail_after(within):
+        while not await check():  # noqa: ASYNC110 (nothing here to wait on)
+            await trio.sleep(0.02)

@@ -1,0 +1,93 @@
+"""RoomFeed: whatever order, repetition or loss batches arrive in, each id is
+delivered once and in order (pure, no Redis)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from machat.cluster import RoomFeed
+from machat.protocol import events as ev
+
+EPOCH = 1_000_000
+
+
+def msgs(first: int, count: int) -> list[ev.Message]:
+    return [ev.Message("dev", "Mina", f"m{i}", i, 0.0) for i in range(first, first + count)]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[int, list[tuple[int, int]]]:
+    """A stream cut into batches, then offered in any order, some twice, some never."""
+    sizes = draw(st.lists(st.integers(1, 5), min_size=1, max_size=15))
+    batches, first = [], EPOCH + 1
+    for size in sizes:
+        batches.append((first, size))
+        first += size
+    offered = draw(st.lists(st.sampled_from(batches), max_size=40))
+    return first - EPOCH - 1, offered
+
+
+@settings(deadline=None)  # pure; time only measures how busy the machine is
+@given(deliveries())
+def test_each_id_once_in_order_and_a_fill_completes_it(case: tuple[int, list]) -> None:
+    total, offered = case
+    feed = RoomFeed()
+    out: list[int] = []
+    for first, size in offered:
+        out += [m.id for m in feed.offer(EPOCH, msgs(first, size))]
+        assert out == list(range(EPOCH + 1, EPOCH + 1 + len(out)))
+    # The stream still holds everything: a fill from the first gap completes it.
+    if (gap := feed.gap()) is not None:
+        out += [m.id for m in feed.offer(EPOCH, msgs(gap, EPOCH + total - gap + 1))]
+    elif out:
+        out += [m.id for m in feed.offer(EPOCH, msgs(out[-1] + 1, EPOCH + total - out[-1]))]
+    else:
+        out += [m.id for m in feed.offer(EPOCH, msgs(EPOCH + 1, total))]
+    assert out == list(range(EPOCH + 1, EPOCH + total + 1))
+    assert feed.gap() is None
+
+
+def test_starting_point_is_respected() -> None:
+    feed = RoomFeed(EPOCH, EPOCH + 10)
+    assert feed.offer(EPOCH, msgs(EPOCH + 5, 10)) == msgs(EPOCH + 11, 4)
+
+
+def test_a_gap_waits_until_filled() -> None:
+    feed = RoomFeed(EPOCH, EPOCH)
+    assert feed.offer(EPOCH, msgs(EPOCH + 3, 2)) == []
+    assert feed.gap() == EPOCH + 1 and feed.first_ahead() == EPOCH + 3
+    delivered = feed.offer(EPOCH, msgs(EPOCH + 1, 2))
+    assert [m.id for m in delivered] == [EPOCH + i for i in (1, 2, 3, 4)]
+    assert feed.gap() is None
+
+
+def test_what_the_stream_no_longer_holds_is_given_up() -> None:
+    feed = RoomFeed(EPOCH, EPOCH)
+    feed.offer(EPOCH, msgs(EPOCH + 6, 2))
+    assert [m.id for m in feed.skip(EPOCH + 5)] == [EPOCH + 6, EPOCH + 7]
+    assert feed.lost == 5 and feed.gap() is None
+
+
+def test_a_known_head_is_a_gap_until_delivered() -> None:
+    feed = RoomFeed(EPOCH, EPOCH)
+    feed.note_head(EPOCH, EPOCH + 2)
+    assert feed.gap() == EPOCH + 1
+    feed.offer(EPOCH, msgs(EPOCH + 1, 2))
+    assert feed.gap() is None
+
+
+def test_a_new_epoch_replaces_the_old_stream() -> None:
+    feed = RoomFeed(EPOCH, EPOCH)
+    feed.offer(EPOCH, msgs(EPOCH + 1, 3))
+    feed.offer(EPOCH, msgs(EPOCH + 6, 1))  # ahead of a gap that will never be filled
+    new = 5 * EPOCH
+    assert [m.id for m in feed.offer(new, msgs(new + 1, 2))] == [new + 1, new + 2]
+    assert feed.restarts == 1 and feed.gap() is None
+    assert feed.offer(EPOCH, msgs(EPOCH + 4, 2)) == []  # late news from the old stream
+
+
+def test_a_first_stream_is_not_a_restart() -> None:
+    feed = RoomFeed()
+    assert [m.id for m in feed.offer(EPOCH, msgs(EPOCH + 1, 1))] == [EPOCH + 1]
+    assert feed.restarts == 0

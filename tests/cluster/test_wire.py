@@ -1,0 +1,55 @@
+"""The payloads nodes exchange: what the Lua script writes and what nodes decode."""
+
+from __future__ import annotations
+
+import pytest
+
+from machat.cluster import wire
+from machat.protocol import events as ev
+
+
+def test_batch_as_the_publish_script_writes_it() -> None:
+    payload = "M\t100\t101\t1764582609.000123\t2\tnode-a\nMina\nhello\tthere\nBob\n:)"
+    batch = wire.decode_batch(payload)
+    assert (batch.epoch, batch.first, batch.origin) == (100, 101, "node-a")
+    assert batch.ts == 1764582609.000123
+    assert batch.messages("Dev") == [
+        ev.Message("Dev", "Mina", "hello\tthere", 101, 1764582609.000123),
+        ev.Message("Dev", "Bob", ":)", 102, 1764582609.000123),
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["M\t1\t2\t3\t2\tn\nMina\thi", "M\t1\tx\t3\t1\tn\nMina\nhi", "Q\t1", "M\t1\t2\t3\t1\nMina\nhi"],
+)
+def test_bad_batches_are_refused(payload: str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_batch(payload)
+
+
+@pytest.mark.parametrize(
+    "event", [ev.Join("dev", "Mina"), ev.Leave("dev", "Mina", "quit"), ev.Nick("Mina", "Mia")]
+)
+def test_room_notices_round_trip(event: ev.Join | ev.Leave | ev.Nick) -> None:
+    assert wire.decode_room_notice(wire.encode_notice("a", event), "dev") == ("a", event)
+
+
+def test_broadcast_round_trip() -> None:
+    event = ev.Broadcast("Mina", "to\tall", 1764582609.25)
+    payload = wire.encode_broadcast("a", event.sender, event.text, event.ts)
+    assert wire.decode_all(payload) == ("a", event)
+
+
+def test_node_gone() -> None:
+    gone = wire.decode_all("X\tb\nBob\tdev\nEve\t")
+    assert gone == wire.NodeGone("b", (("Bob", "dev"), ("Eve", "")))
+
+
+def test_direct_messages() -> None:
+    event, names = wire.decode_direct("P\t1.5\tMina\tBob,Eve\nhi\tthere")
+    assert event == ev.Private("Mina", "hi\tthere", 1.5) and names == ["Bob", "Eve"]
+    event, names = wire.decode_direct("G\t#team\t1.5\tMina\tBob\nhi")
+    assert event == ev.GroupMessage("#team", "Mina", "hi", 1.5) and names == ["Bob"]
+    with pytest.raises(wire.WireError):
+        wire.decode_direct("P\tnot-a-time\tMina\tBob\nhi")
