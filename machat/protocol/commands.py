@@ -38,21 +38,34 @@ import attrs
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "MAX_MINUTES",
+    "MIN_PASSWORD",
     "USAGE",
+    "Ban",
+    "Bans",
     "Broadcast",
     "Command",
     "Group",
     "Help",
     "History",
     "Join",
+    "Kick",
     "ListUsers",
     "Msg",
+    "Mute",
     "Nick",
+    "Password",
     "Quit",
+    "Register",
     "Rooms",
     "Say",
     "Stats",
+    "Topic",
+    "Unban",
+    "Unmute",
+    "Unregister",
     "Who",
+    "check_new_password",
     "format_command",
     "help_lines",
     "parse_line",
@@ -60,6 +73,12 @@ __all__ = [
 
 DEFAULT_HISTORY = 20
 MAX_HISTORY = 500
+#: The shortest password ``/register`` and ``/password`` accept.
+MIN_PASSWORD = 8
+#: The longest ban or mute in minutes (a year); 0 means until lifted.
+MAX_MINUTES = 525_600
+#: ``/topic -`` clears the topic.
+CLEAR_TOPIC = "-"
 
 
 # --- Commands ----------------------------------------------------------------
@@ -78,7 +97,10 @@ class Say:
 
 @attrs.frozen
 class Nick:
+    """``/nick NAME [PASSWORD]``: the password of NAME if it is registered."""
+
     name: str
+    password: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -150,6 +172,71 @@ class Stats:
     pass
 
 
+@attrs.frozen
+class Register:
+    """``/register PASSWORD``: register the name in use to its user."""
+
+    password: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class Password:
+    """``/password OLD NEW``: change the password of the name in use."""
+
+    old: str = attrs.field(repr=False)
+    new: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class Unregister:
+    password: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class Kick:
+    name: str
+    reason: str = ""
+
+
+@attrs.frozen
+class Ban:
+    """``/ban NAME [MINUTES] [REASON]``; ``minutes`` 0: until ``/unban``."""
+
+    name: str
+    minutes: int = 0
+    reason: str = ""
+
+
+@attrs.frozen
+class Unban:
+    name: str
+
+
+@attrs.frozen
+class Bans:
+    pass
+
+
+@attrs.frozen
+class Mute:
+    """``/mute NAME [MINUTES]``; ``minutes`` 0: until ``/unmute``."""
+
+    name: str
+    minutes: int = 0
+
+
+@attrs.frozen
+class Unmute:
+    name: str
+
+
+@attrs.frozen
+class Topic:
+    """``/topic [TEXT]``: ``None`` reads the topic, ``""`` (``/topic -``) clears it."""
+
+    text: str | None = None
+
+
 Command = (
     Say
     | Nick
@@ -164,6 +251,16 @@ Command = (
     | Quit
     | History
     | Stats
+    | Register
+    | Password
+    | Unregister
+    | Kick
+    | Ban
+    | Unban
+    | Bans
+    | Mute
+    | Unmute
+    | Topic
 )
 
 
@@ -222,9 +319,96 @@ def _split_first(args: str) -> tuple[str, str]:
     return args, ""
 
 
+def check_new_password(password: str) -> str:
+    """The rule for a new password; raises ``ValueError`` saying it."""
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"a password has at least {MIN_PASSWORD} characters")
+    return password
+
+
+def _new_password(password: str) -> str:
+    try:
+        return check_new_password(password)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _minutes(token: str) -> int:
+    # The length check keeps int() away from huge digit strings.
+    if not (token.isascii() and token.isdigit() and len(token) <= 6) or int(token) > MAX_MINUTES:
+        raise _UsageError(f"MINUTES must be a whole number from 0 to {MAX_MINUTES}")
+    return int(token)
+
+
+def _is_number(token: str) -> bool:
+    return token.isascii() and token.isdigit()
+
+
 def _parse_nick(args: str) -> Nick:
+    tokens = _tokens(args, 1, 2)
+    return Nick(tokens[0], tokens[1] if len(tokens) > 1 else None)
+
+
+def _parse_register(args: str) -> Register:
+    (password,) = _tokens(args, 1, 1)
+    return Register(_new_password(password))
+
+
+def _parse_password(args: str) -> Password:
+    old, new = _tokens(args, 2, 2)
+    return Password(old, _new_password(new))
+
+
+def _parse_unregister(args: str) -> Unregister:
+    (password,) = _tokens(args, 1, 1)
+    return Unregister(password)
+
+
+def _name_and_rest(args: str) -> tuple[str, str]:
+    name, rest = _split_first(args.lstrip())
+    if not name:
+        raise _UsageError()
+    return name, rest
+
+
+def _parse_kick(args: str) -> Kick:
+    name, reason = _name_and_rest(args)
+    return Kick(name, reason.strip())
+
+
+def _parse_ban(args: str) -> Ban:
+    name, rest = _name_and_rest(args)
+    first, after = _split_first(rest.lstrip())
+    if _is_number(first):
+        return Ban(name, _minutes(first), after.strip())
+    return Ban(name, 0, rest.strip())
+
+
+def _parse_unban(args: str) -> Unban:
     (name,) = _tokens(args, 1, 1)
-    return Nick(name)
+    return Unban(name)
+
+
+def _parse_bans(args: str) -> Bans:
+    _tokens(args, 0, 0)
+    return Bans()
+
+
+def _parse_mute(args: str) -> Mute:
+    tokens = _tokens(args, 1, 2)
+    return Mute(tokens[0], _minutes(tokens[1]) if len(tokens) > 1 else 0)
+
+
+def _parse_unmute(args: str) -> Unmute:
+    (name,) = _tokens(args, 1, 1)
+    return Unmute(name)
+
+
+def _parse_topic(args: str) -> Topic:
+    text = args.strip()
+    if not text:
+        return Topic(None)
+    return Topic("" if text == CLEAR_TOPIC else text)
 
 
 def _parse_list(args: str) -> ListUsers:
@@ -302,7 +486,12 @@ class _Spec:
 
 
 _SPECS: dict[str, _Spec] = {
-    "nick": _Spec("/nick NAME", "change your name", _parse_nick, ("nck",)),
+    "nick": _Spec(
+        "/nick NAME [PASSWORD]",
+        "change your name; a registered name needs its password",
+        _parse_nick,
+        ("nck",),
+    ),
     "list": _Spec("/list", "list everyone online", _parse_list, ("lst",)),
     "who": _Spec("/who [ROOM]", "list the members of a room (default: yours)", _parse_who),
     "rooms": _Spec("/rooms", "list the rooms", _parse_rooms),
@@ -327,6 +516,40 @@ _SPECS: dict[str, _Spec] = {
         _parse_history,
     ),
     "stats": _Spec("/stats", "show server statistics", _parse_stats),
+    "register": _Spec(
+        "/register PASSWORD",
+        f"register your name; from then on it needs PASSWORD (at least {MIN_PASSWORD} "
+        "characters, no spaces) to join, as the handshake's \"auth\"",
+        _parse_register,
+    ),
+    "password": _Spec(
+        "/password OLD NEW", "change the password of your registered name", _parse_password
+    ),
+    "unregister": _Spec(
+        "/unregister PASSWORD", "free your registered name for anyone", _parse_unregister
+    ),
+    "kick": _Spec(
+        "/kick NAME [REASON]", "operators: disconnect someone, telling them why", _parse_kick
+    ),
+    "ban": _Spec(
+        "/ban NAME [MINUTES] [REASON]",
+        "operators: disconnect someone and refuse their name (and their address, if the "
+        "name is not registered) for MINUTES (0 or none: until /unban)",
+        _parse_ban,
+    ),
+    "unban": _Spec("/unban NAME", "operators: lift a ban", _parse_unban),
+    "bans": _Spec("/bans", "operators: list the bans", _parse_bans),
+    "mute": _Spec(
+        "/mute NAME [MINUTES]",
+        "operators: relay nothing someone says in rooms for MINUTES (0 or none: until /unmute)",
+        _parse_mute,
+    ),
+    "unmute": _Spec("/unmute NAME", "operators: lift a mute", _parse_unmute),
+    "topic": _Spec(
+        "/topic [TEXT]",
+        f"show your room's topic; operators set it to TEXT ('{CLEAR_TOPIC}' clears it)",
+        _parse_topic,
+    ),
 }
 
 #: Canonical command name -> its usage line, for ``/help``.
@@ -427,9 +650,23 @@ def _with_argument(word: str, argument: str | None) -> str:
     return f"/{word} {argument}" if argument else f"/{word}"
 
 
+def _format_ban(cmd: Ban) -> str:
+    return f"/ban {cmd.name} {cmd.minutes} {cmd.reason}".rstrip(" ")
+
+
+def _format_mute(cmd: Mute) -> str:
+    return f"/mute {cmd.name} {cmd.minutes}"
+
+
+def _format_topic(cmd: Topic) -> str:
+    if cmd.text is None:
+        return "/topic"
+    return f"/topic {cmd.text or CLEAR_TOPIC}"
+
+
 _FORMATTERS: dict[type, Callable[[Any], str]] = {
     Say: _format_say,
-    Nick: lambda cmd: f"/nick {cmd.name}",
+    Nick: lambda cmd: _with_argument(f"nick {cmd.name}", cmd.password),
     ListUsers: lambda cmd: "/list",
     Who: lambda cmd: _with_argument("who", cmd.room),
     Rooms: lambda cmd: "/rooms",
@@ -441,6 +678,16 @@ _FORMATTERS: dict[type, Callable[[Any], str]] = {
     Quit: lambda cmd: _with_argument("quit", cmd.reason),
     History: lambda cmd: f"/history {cmd.count}",
     Stats: lambda cmd: "/stats",
+    Register: lambda cmd: f"/register {cmd.password}",
+    Password: lambda cmd: f"/password {cmd.old} {cmd.new}",
+    Unregister: lambda cmd: f"/unregister {cmd.password}",
+    Kick: lambda cmd: _with_argument(f"kick {cmd.name}", cmd.reason),
+    Ban: _format_ban,
+    Unban: lambda cmd: f"/unban {cmd.name}",
+    Bans: lambda cmd: "/bans",
+    Mute: _format_mute,
+    Unmute: lambda cmd: f"/unmute {cmd.name}",
+    Topic: _format_topic,
 }
 
 

@@ -21,10 +21,12 @@ __all__ = [
     "Leave",
     "Members",
     "Message",
+    "Moderation",
     "Nick",
     "Private",
     "RoomList",
     "Sent",
+    "Topic",
     "Users",
     "Welcome",
 ]
@@ -128,9 +130,42 @@ class Members:
 
 @attrs.frozen
 class RoomList:
-    """Rooms with their member counts (``/rooms``)."""
+    """Rooms with their member counts (``/rooms``), and the topics of those that have one."""
 
     rooms: tuple[tuple[str, int], ...]
+    topics: tuple[tuple[str, str], ...] = ()  # (room, topic)
+
+
+@attrs.frozen
+class Topic:
+    """A room's topic: on join, on ``/topic``, and to the room when it changes.
+
+    ``text`` is empty when the room has none; ``by`` and ``ts`` (unix seconds) say
+    who set it and when.
+    """
+
+    room: str
+    text: str
+    by: str = ""
+    ts: float = 0.0
+
+
+#: What `Moderation.action` can be.
+MODERATION_ACTIONS = ("kick", "ban", "unban", "mute", "unmute")
+
+
+@attrs.frozen
+class Moderation:
+    """An operator acted on someone: told to that someone and to the operator.
+
+    ``minutes`` is the length of a ban or mute, 0 for until lifted.
+    """
+
+    action: str = attrs.field(validator=attrs.validators.in_(MODERATION_ACTIONS))
+    name: str
+    by: str
+    reason: str = ""
+    minutes: int = 0
 
 
 @attrs.frozen
@@ -160,4 +195,6 @@ Event = (
     | Members
     | RoomList
     | History
+    | Topic
+    | Moderation
 )

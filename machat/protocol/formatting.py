@@ -82,6 +82,47 @@ def _welcome_text(e: ev.Welcome) -> str:
     return text
 
 
+def _room_list_text(e: ev.RoomList) -> str:
+    topics = dict(e.topics)
+    entries = []
+    for room, count in e.rooms:
+        topic = topics.get(room)
+        entries.append(f"{room} ({count}, topic: {topic})" if topic else f"{room} ({count})")
+    return "* rooms: " + ", ".join(entries)
+
+
+def _room_list_json(e: ev.RoomList) -> dict[str, Any]:
+    topics = dict(e.topics)
+    rooms = []
+    for room, count in e.rooms:
+        entry: dict[str, Any] = {"room": room, "members": count}
+        if topics.get(room):
+            entry["topic"] = topics[room]
+        rooms.append(entry)
+    return {"type": "rooms", "rooms": rooms}
+
+
+def _topic_text(e: ev.Topic) -> str:
+    if not e.text:
+        return f"* no topic in {e.room}"
+    by = f" (set by {e.by})" if e.by else ""
+    return f"* topic of {e.room}: {e.text}{by}"
+
+
+_PAST = {"kick": "kicked", "ban": "banned", "unban": "unbanned", "mute": "muted",
+         "unmute": "unmuted"}  # fmt: skip
+
+
+def _moderation_text(e: ev.Moderation) -> str:
+    text = f"* {e.name} was {_PAST[e.action]} by {e.by}"
+    if e.action in ("ban", "mute"):
+        minutes = "minute" if e.minutes == 1 else "minutes"
+        text += f" for {e.minutes} {minutes}" if e.minutes else f" until /un{e.action}"
+    if e.reason:
+        text += f" ({e.reason})"
+    return text
+
+
 _TEXT: dict[type, Callable[[Any], str]] = {
     ev.Welcome: _welcome_text,
     ev.Message: _message_text,
@@ -96,8 +137,10 @@ _TEXT: dict[type, Callable[[Any], str]] = {
     ev.Sent: lambda e: f"* sent to {', '.join(e.targets)}",
     ev.Users: lambda e: f"* users: {', '.join(e.names)}",
     ev.Members: lambda e: f"* {e.room}: {', '.join(e.names)}",
-    ev.RoomList: lambda e: "* rooms: " + ", ".join(f"{r} ({n})" for r, n in e.rooms),
+    ev.RoomList: _room_list_text,
     ev.History: _history_text,
+    ev.Topic: _topic_text,
+    ev.Moderation: _moderation_text,
 }
 
 _JSON: dict[type, Callable[[Any], dict[str, Any]]] = {
@@ -120,11 +163,17 @@ _JSON: dict[type, Callable[[Any], dict[str, Any]]] = {
     ev.Sent: lambda e: {"type": "sent", "to": list(e.targets)},
     ev.Users: lambda e: {"type": "users", "names": list(e.names)},
     ev.Members: lambda e: {"type": "members", "room": e.room, "names": list(e.names)},
-    ev.RoomList: lambda e: {
-        "type": "rooms",
-        "rooms": [{"room": r, "members": n} for r, n in e.rooms],
-    },
+    ev.RoomList: _room_list_json,
     ev.History: _history_json,
+    ev.Topic: lambda e: {"type": "topic", "room": e.room, "text": e.text, "by": e.by, "ts": e.ts},
+    ev.Moderation: lambda e: {
+        "type": "moderation",
+        "action": e.action,
+        "name": e.name,
+        "by": e.by,
+        "reason": e.reason,
+        "minutes": e.minutes,
+    },
 }
 
 

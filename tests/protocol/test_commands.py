@@ -136,9 +136,9 @@ def bad_command(line: str) -> str:
 @pytest.mark.parametrize(
     ("line", "usage"),
     [
-        ("/nick", "usage: /nick NAME"),
-        ("/nick a b", "usage: /nick NAME"),
-        ("/NCK", "usage: /nick NAME"),
+        ("/nick", "usage: /nick NAME [PASSWORD]"),
+        ("/nick a b c", "usage: /nick NAME [PASSWORD]"),
+        ("/NCK", "usage: /nick NAME [PASSWORD]"),
         ("/list x", "usage: /list"),
         ("/lst x", "usage: /list"),
         ("/who a b", "usage: /who [ROOM]"),
@@ -195,8 +195,13 @@ def test_usage_table() -> None:
     assert set(USAGE) == {
         "nick", "list", "who", "rooms", "join", "msg",
         "group", "help", "quit", "history", "stats",
+        "register", "password", "unregister", "kick", "ban", "unban", "bans",
+        "mute", "unmute", "topic",
     }  # fmt: skip
-    assert USAGE["nick"] == "/nick NAME (alias /NCK): change your name"
+    assert USAGE["nick"] == (
+        "/nick NAME [PASSWORD] (alias /NCK): change your name; "
+        "a registered name needs its password"
+    )
     assert USAGE["list"].startswith("/list (alias /LST): ")
     assert USAGE["group"].startswith("/group #NAME [NAME,NAME...] (alias /GRP): ")
     for name, line in USAGE.items():

@@ -108,6 +108,45 @@ EXAMPLES = [
     ),
     (ev.RoomList(()), b"* rooms: \n", {"type": "rooms", "rooms": []}),
     (
+        ev.RoomList((("dev", 2), ("lounge", 5)), (("dev", "release day"),)),
+        b"* rooms: dev (2, topic: release day), lounge (5)\n",
+        {
+            "type": "rooms",
+            "rooms": [
+                {"room": "dev", "members": 2, "topic": "release day"},
+                {"room": "lounge", "members": 5},
+            ],
+        },
+    ),
+    (
+        ev.Topic("dev", "release day", "Mina", TS),
+        b"* topic of dev: release day (set by Mina)\n",
+        {"type": "topic", "room": "dev", "text": "release day", "by": "Mina", "ts": TS},
+    ),
+    (
+        ev.Topic("dev", ""),
+        b"* no topic in dev\n",
+        {"type": "topic", "room": "dev", "text": "", "by": "", "ts": 0.0},
+    ),
+    (
+        ev.Moderation("kick", "Bob", "Mina", "spam"),
+        b"* Bob was kicked by Mina (spam)\n",
+        {"type": "moderation", "action": "kick", "name": "Bob", "by": "Mina", "reason": "spam",
+         "minutes": 0},  # fmt: skip
+    ),
+    (
+        ev.Moderation("ban", "Bob", "Mina", "", 10),
+        b"* Bob was banned by Mina for 10 minutes\n",
+        {"type": "moderation", "action": "ban", "name": "Bob", "by": "Mina", "reason": "",
+         "minutes": 10},  # fmt: skip
+    ),
+    (
+        ev.Moderation("mute", "Bob", "Mina"),
+        b"* Bob was muted by Mina until /unmute\n",
+        {"type": "moderation", "action": "mute", "name": "Bob", "by": "Mina", "reason": "",
+         "minutes": 0},  # fmt: skip
+    ),
+    (
         ev.History("dev", ()),
         b"* no history in dev\n",
         {"type": "history", "room": "dev", "messages": []},
@@ -229,6 +268,15 @@ events = st.one_of(
         ev.RoomList, st.lists(st.tuples(rooms, st.integers(0, 10**6)), max_size=4).map(tuple)
     ),
     st.builds(ev.History, rooms, st.lists(messages, max_size=4).map(tuple)),
+    st.builds(ev.Topic, rooms, chat_text, names, ts),
+    st.builds(
+        ev.Moderation,
+        st.sampled_from(ev.MODERATION_ACTIONS),
+        names,
+        names,
+        chat_text,
+        st.integers(0, 525_600),
+    ),
 )
 
 
