@@ -91,11 +91,30 @@ def _rooms(obj: dict[str, Any]) -> ev.RoomList:
     if not isinstance(rooms, list):
         raise _Bad("rooms")
     pairs = []
+    topics = []
     for entry in rooms:
         if not isinstance(entry, dict):
             raise _Bad("rooms")
         pairs.append((_str(entry, "room"), _int(entry, "members")))
-    return ev.RoomList(rooms=tuple(pairs))
+        if "topic" in entry:
+            topics.append((pairs[-1][0], _str(entry, "topic")))
+    return ev.RoomList(rooms=tuple(pairs), topics=tuple(topics))
+
+
+def _moderation(obj: dict[str, Any]) -> ev.Moderation:
+    action = _str(obj, "action")
+    if action not in ev.MODERATION_ACTIONS:
+        raise _Bad("action")
+    minutes = obj.get("minutes", 0)
+    if isinstance(minutes, bool) or not isinstance(minutes, int):
+        raise _Bad("minutes")
+    return ev.Moderation(
+        action=action,
+        name=_str(obj, "name"),
+        by=_str(obj, "by"),
+        reason=_str(obj, "reason", ""),
+        minutes=minutes,
+    )
 
 
 def _history(obj: dict[str, Any]) -> ev.History:
@@ -132,6 +151,10 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], ServerEvent]] = {
     "members": lambda o: ev.Members(room=_str(o, "room"), names=_names(o, "names")),
     "rooms": _rooms,
     "history": _history,
+    "topic": lambda o: ev.Topic(
+        room=_str(o, "room"), text=_str(o, "text"), by=_str(o, "by", ""), ts=_ts(o)
+    ),
+    "moderation": _moderation,
 }
 
 
