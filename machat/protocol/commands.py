@@ -519,7 +519,7 @@ _SPECS: dict[str, _Spec] = {
     "register": _Spec(
         "/register PASSWORD",
         f"register your name; from then on it needs PASSWORD (at least {MIN_PASSWORD} "
-        "characters, no spaces) to join, as the handshake's \"auth\"",
+        'characters, no spaces) to join, as the handshake\'s "auth"',
         _parse_register,
     ),
     "password": _Spec(

@@ -81,6 +81,8 @@ class Handshake:
     history: int = attrs.field(default=0, validator=_non_negative)
     #: Resume: replay the room's messages with an id above this one (`History.since`).
     since: int | None = attrs.field(default=None, validator=_non_negative)
+    #: The password of ``name``, if it is a registered name.
+    auth: str | None = attrs.field(default=None, repr=False)
 
 
 def _strict_str(value: Any, _type: type) -> str:

@@ -42,3 +42,7 @@ class ServerConfig:
     db_path: str | None = None
     #: Human-readable transcript file (None: none).
     transcript_path: str | None = None
+    #: Registered names that are operators while logged in (any case).
+    operators: tuple[str, ...] = ()
+    #: Shut down once the last member leaves, if any member has joined.
+    exit_when_empty: bool = False

@@ -16,6 +16,7 @@ from ..protocol import commands as cmd
 from ..protocol import events as ev
 from ..protocol.errors import ChatError, ErrorCode
 from ..protocol.handshake import fold_name
+from . import admin
 from .member import Member
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ SETTLE_TIMEOUT = 1.0
 
 async def dispatch(server: ChatServer, member: Member, text: str) -> str | None:
     """Act on one decoded line; returns a leave reason when the member quits."""
+    if admin.removed(server, member):
+        return "removed"  # kicked or banned: the connection is on its way out
     command = cmd.parse_line(text)
     if type(command) is cmd.Say:
         await _say(server, member, command.text)
@@ -39,6 +42,10 @@ async def dispatch(server: ChatServer, member: Member, text: str) -> str | None:
         return command.reason or "quit"
     if type(command) in _AFTER_OWN_LINES:
         await settle(member)  # the room hears what was said before the member moves on
+    handler = admin.HANDLERS.get(type(command))
+    if handler is not None:
+        await handler(server, member, command)
+        return None
     _HANDLERS[type(command)](server, member, command)
     return None
 
@@ -55,6 +62,7 @@ async def _say(server: ChatServer, member: Member, text: str) -> None:
     room = member.room
     if not text or room is None:
         return
+    admin.check_speech(server, member)
     server.state.counters.messages_in += 1
     try:
         # Queue without yielding while the room's channel has room: the room task then
@@ -67,10 +75,6 @@ async def _say(server: ChatServer, member: Member, text: str) -> None:
             pass
     except trio.ClosedResourceError:  # the room closed under us: shutting down
         pass
-
-
-def _nick(server: ChatServer, member: Member, c: cmd.Nick) -> None:
-    server.state.rename(member, c.name)
 
 
 def _list(server: ChatServer, member: Member, c: cmd.ListUsers) -> None:
@@ -89,11 +93,20 @@ def _who(server: ChatServer, member: Member, c: cmd.Who) -> None:
 
 def _rooms(server: ChatServer, member: Member, c: cmd.Rooms) -> None:
     rooms = sorted(server.state.rooms.values(), key=lambda r: r.name.casefold())
-    member.send_event(ev.RoomList(tuple((r.name, len(r)) for r in rooms)))
+    topics = ((r.name, server.moderation.topic(r.name)) for r in rooms)
+    member.send_event(
+        ev.RoomList(
+            tuple((r.name, len(r)) for r in rooms),
+            tuple((name, topic.text) for name, topic in topics if topic is not None),
+        )
+    )
 
 
 def _join(server: ChatServer, member: Member, c: cmd.Join) -> None:
-    server.state.join(member, c.room)
+    before = member.room
+    room = server.state.join(member, c.room)
+    if room is not before:
+        admin.send_topic(server, member, room.name)
 
 
 def _msg(server: ChatServer, member: Member, c: cmd.Msg) -> None:
@@ -101,6 +114,7 @@ def _msg(server: ChatServer, member: Member, c: cmd.Msg) -> None:
 
 
 def _broadcast(server: ChatServer, member: Member, c: cmd.Broadcast) -> None:
+    admin.check_speech(server, member)
     server.state.broadcast(member, c.text)
 
 
@@ -131,7 +145,6 @@ def _stats(server: ChatServer, member: Member, c: cmd.Stats) -> None:
 _AFTER_OWN_LINES = frozenset({cmd.Nick, cmd.Join})
 
 _HANDLERS: dict[type, Callable[[ChatServer, Member, Any], None]] = {
-    cmd.Nick: _nick,
     cmd.ListUsers: _list,
     cmd.Who: _who,
     cmd.Rooms: _rooms,

@@ -30,7 +30,17 @@ class Member:
     Everything here is synchronous; the connection's tasks own the I/O.
     """
 
-    __slots__ = ("addr", "cancel_scope", "evicted", "fmt", "ip", "name", "room", "sender")
+    __slots__ = (
+        "account",
+        "addr",
+        "cancel_scope",
+        "evicted",
+        "fmt",
+        "ip",
+        "name",
+        "room",
+        "sender",
+    )
 
     def __init__(
         self, name: str, fmt: Format, sender: Sender, addr: str = "", ip: str = ""
@@ -43,6 +53,8 @@ class Member:
         self.room: Room | None = None  # set by the state
         self.cancel_scope: trio.CancelScope | None = None
         self.evicted = False
+        #: The registered name (folded) whose password this member gave, if any.
+        self.account: str | None = None
 
     def __repr__(self) -> str:
         return f"<Member {self.name} {self.addr}>"

@@ -14,17 +14,22 @@ from functools import partial
 
 import attrs
 import trio
+from argon2 import PasswordHasher
 
 from ..protocol import events as ev
 from ..protocol.errors import ChatError, ErrorCode
 from ..protocol.formatting import encode
 from ..protocol.handshake import Handshake
+from . import admin
+from .accounts import Accounts, SqliteAccountStore
 from .config import ServerConfig
 from .connection import serve_connection
 from .handlers import dispatch
 from .history import History
 from .member import Member
 from .memory import MemoryReleaser
+from .moderation import Moderation, SqliteModerationStore
+from .sqlite import SqliteDatabase
 from .state import ChatState, Counters
 from .store import MessageStore
 from .transcript import Transcript
@@ -70,7 +75,9 @@ class ServerStatistics:
 
 
 class ChatServer:
-    def __init__(self, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig | None = None, *, hasher: PasswordHasher | None = None
+    ) -> None:
         self.config = config = config or ServerConfig()
         self.history = History(config.history_limit)
         self.store = MessageStore(config.db_path) if config.db_path else None
@@ -80,6 +87,18 @@ class ChatServer:
             history=self.history,
             on_message=self._archive if self.store or self.transcript else None,
             log=self.transcript,
+        )
+        # Accounts, bans and topics: in the --db file beside the history.
+        self.database = SqliteDatabase(config.db_path) if config.db_path else None
+        self.accounts: Accounts | None = None
+        self._sqlite_stores: list[SqliteAccountStore | SqliteModerationStore] = []
+        if self.database is not None:
+            account_store = SqliteAccountStore(self.database)
+            moderation_store = SqliteModerationStore(self.database)
+            self._sqlite_stores += [account_store, moderation_store]
+            self.accounts = Accounts(account_store, hasher=hasher)
+        self.moderation = Moderation(
+            moderation_store if self.database is not None else None, operators=config.operators
         )
         self._nursery: trio.Nursery | None = None
         self._archives_open = False
@@ -117,6 +136,8 @@ class ChatServer:
                 self.store.close()
             if self.transcript is not None:
                 self.transcript.close()
+            if self.database is not None:
+                self.database.close()
 
     def open_archives(self) -> None:
         """Open the database and transcript and load history; raises if they cannot be.
@@ -134,6 +155,8 @@ class ChatServer:
             logger.info("history: %s, %d rooms", self.store.path, len(self.history))
         if self.transcript is not None:
             self.transcript.open()
+        for store in self._sqlite_stores:
+            store.open()
 
     def _archive(self, message: ev.Message) -> None:
         if self.store is not None:
@@ -142,6 +165,7 @@ class ChatServer:
             self.transcript.message(message)
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        await self.moderation.load()
         async with trio.open_nursery() as archives:
             # The archive writers outlive every room, so their final flush sees all.
             if self.store is not None:
@@ -243,6 +267,9 @@ class ChatServer:
 
     def leave(self, member: Member, reason: str) -> None:
         self.state.unregister(member, reason)
+        if self.config.exit_when_empty and not self.state.users and not self.shutting_down:
+            logger.info("the last client left: shutting down (--exit-when-empty)")
+            self.shutdown()
 
     async def _release_memory(self) -> None:
         await trio.sleep(MEMORY_RELEASE_DELAY)  # let the leavers' tasks end first
@@ -266,10 +293,12 @@ class ChatServer:
     async def admit(self, member: Member, handshake: Handshake) -> None:
         """Register a new member and put it in its room, or raise `ChatError`."""
         self._check_password(handshake)
+        await admin.check_admission(self, member, handshake)
         self.state.register(member)
         try:
             room = self.state.room_name(handshake.room)
             member.send_event(ev.Welcome(member.name, room, self.config.motd))
+            admin.send_topic(self, member, room)
             if handshake.since is not None:
                 messages, complete = self.history.since(room, handshake.since)
                 member.send_event(ev.History(room, messages, complete))

@@ -115,6 +115,10 @@ class Transcript:
         """A rename; ``room`` None for someone in no room (the line has no ``[room]``)."""
         self._add(ts, room, f"* {old} is now known as {new}")
 
+    def notice(self, room: str | None, text: str, *, ts: float | None = None) -> None:
+        """Anything else worth a line: a moderation act, say (``room`` None: no ``[room]``)."""
+        self._add(ts, room, f"* {text}")
+
     def _add(self, ts: float | None, room: str | None, text: str) -> None:
         where = f"[{room}] " if room is not None else ""
         line = _clean(f"{where}{text}")

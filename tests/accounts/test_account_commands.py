@@ -88,14 +88,18 @@ def usage_error(line: str) -> str:
             f"MINUTES must be a whole number from 0 to {MAX_MINUTES}; "
             "usage: /ban NAME [MINUTES] [REASON]",
         ),
-        ("/ban Bob 99999999999999999999", "MINUTES must be a whole number from 0 to 525600; "
-         "usage: /ban NAME [MINUTES] [REASON]"),  # fmt: skip
+        (
+            "/ban Bob 99999999999999999999",
+            "MINUTES must be a whole number from 0 to 525600; usage: /ban NAME [MINUTES] [REASON]",
+        ),  # fmt: skip
         ("/unban", "usage: /unban NAME"),
         ("/unban a b", "usage: /unban NAME"),
         ("/bans x", "usage: /bans"),
         ("/mute", "usage: /mute NAME [MINUTES]"),
-        ("/mute Bob soon", f"MINUTES must be a whole number from 0 to {MAX_MINUTES}; "
-         "usage: /mute NAME [MINUTES]"),  # fmt: skip
+        (
+            "/mute Bob soon",
+            f"MINUTES must be a whole number from 0 to {MAX_MINUTES}; usage: /mute NAME [MINUTES]",
+        ),  # fmt: skip
         ("/mute Bob 1 2", "usage: /mute NAME [MINUTES]"),
         ("/unmute", "usage: /unmute NAME"),
     ],
@@ -162,8 +166,19 @@ def test_round_trip(command) -> None:
 
 
 words = st.sampled_from(
-    ["register", "password", "unregister", "kick", "ban", "unban", "bans", "mute", "unmute",
-     "topic", "nick"]  # fmt: skip
+    [
+        "register",
+        "password",
+        "unregister",
+        "kick",
+        "ban",
+        "unban",
+        "bans",
+        "mute",
+        "unmute",
+        "topic",
+        "nick",
+    ]  # fmt: skip
 )
 
 

@@ -27,6 +27,10 @@ Connect = Callable[..., Awaitable[LineClient]]
 PASSWORD = "s3cret"
 WELCOME = "* Welcome {}! You are in room {}. Type /help for commands."
 
+NICK_HELP = (
+    "/nick NAME [PASSWORD] (alias /NCK): change your name; a registered name needs its password"
+)
+
 
 @pytest.fixture
 def config() -> ServerConfig:
@@ -168,9 +172,9 @@ async def test_nick_errors(connect: Connect) -> None:
         await mina.send("/nick " + "a" * 33)
         await mina.expect_prefix("! ERROR 100 invalid name")
         await mina.send("/nick")
-        await mina.expect("! ERROR 103 usage: /nick NAME")
-        await mina.send("/NCK two words")
-        await mina.expect("! ERROR 103 usage: /nick NAME")
+        await mina.expect("! ERROR 103 usage: /nick NAME [PASSWORD]")
+        await mina.send("/NCK three words here")
+        await mina.expect("! ERROR 103 usage: /nick NAME [PASSWORD]")
         await nothing_more(mina, bob, marker="still Mina")
         await mina.send("/list")
         await mina.expect("* users: Bob, Mina")
@@ -501,7 +505,7 @@ async def test_help_lists_every_command(connect: Connect) -> None:
     assert words == sorted(words)
     for word in ["/nick", "/list", "/who", "/rooms", "/join", "/msg", "/group", "/help", "/quit"]:
         assert word in words
-    assert "* /nick NAME (alias /NCK): change your name" in lines
+    assert "* " + NICK_HELP in lines
     assert "* /list (alias /LST): list everyone online" in lines
     assert all(line.startswith("* /") for line in lines)
 
@@ -509,8 +513,8 @@ async def test_help_lists_every_command(connect: Connect) -> None:
 @pytest.mark.parametrize(
     ("line", "wanted"),
     [
-        ("/help nick", "* /nick NAME (alias /NCK): change your name"),
-        ("/HELP NCK", "* /nick NAME (alias /NCK): change your name"),
+        ("/help nick", "* " + NICK_HELP),
+        ("/HELP NCK", "* " + NICK_HELP),
         ("/help /lst", "* /list (alias /LST): list everyone online"),
         (
             "/help GRP",
@@ -820,7 +824,7 @@ async def test_json_queries_info_and_errors(connect: Connect) -> None:
         await jay.send("/help nick")
         assert await jay.json() == {
             "type": "info",
-            "text": "/nick NAME (alias /NCK): change your name",
+            "text": NICK_HELP,
         }
         await jay.send("/bogus")
         assert await jay.json() == {
