@@ -23,8 +23,12 @@ NUMERIC = (
     "elapsed_s",
     "connections",
     "kib_per_conn",
-    "kib_per_conn_wave2",
+    "rss_start_kib",
+    "rss_wave1_kib",
+    "rss_between_kib",
+    "rss_wave2_kib",
     "rss_growth_pct",
+    "peak_growth_pct",
 )
 
 
@@ -100,8 +104,17 @@ def tables(summary: Sequence[dict[str, Any]], scenarios: Sequence[Scenario]) -> 
                     str(s["runs"]),
                     _num(s["connections"], "d"),
                     _num(s["kib_per_conn"], ".1f"),
-                    _num(s["kib_per_conn_wave2"], ".1f"),
+                    " / ".join(
+                        _num(s[k] and s[k] / 1024, ".1f")
+                        for k in (
+                            "rss_start_kib",
+                            "rss_wave1_kib",
+                            "rss_between_kib",
+                            "rss_wave2_kib",
+                        )
+                    ),
                     _num(s["rss_growth_pct"], "+.1f"),
+                    _num(s["peak_growth_pct"], "+.1f"),
                     "0" if not s["problems"] else "PROBLEMS",
                 ]
             )
@@ -149,8 +162,9 @@ def tables(summary: Sequence[dict[str, Any]], scenarios: Sequence[Scenario]) -> 
                 "runs",
                 "conns",
                 "KiB/conn",
-                "wave2 added KiB/conn",
-                "wave2 RSS vs wave1 %",
+                "RSS MiB: start / wave 1 / gone / wave 2",
+                "wave 2 adds %",
+                "wave 2 vs wave 1 %",
                 "errors",
             ],
             idle_rows,
@@ -201,7 +215,7 @@ def checks(summary: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str]]
     if m and m["kib_per_conn"] is not None:
         add("idle machat KiB/connection", m["kib_per_conn"], "<= 8", m["kib_per_conn"] <= 8, ".1f")
         g = m["rss_growth_pct"]
-        add("idle machat wave-2 RSS growth %", g, "< 5", None if g is None else g < 5, "+.1f")
+        add("idle machat RSS added by wave 2 %", g, "< 5", None if g is None else g < 5, "+.1f")
     for s in summary:
         if s["target"] != "machat+db" or s["generator"] != "loadgen-c":
             continue  # bench/loadgen.py's CPU figure has 10 ms ticks: too coarse for 10%
@@ -293,9 +307,7 @@ def plot(
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    ax2.set_yscale("log")
-    ax2.yaxis.set_major_formatter(ScalarFormatter())
-    ax2.yaxis.set_minor_formatter(NullFormatter())
+    ax2.set_ylim(bottom=0)
     ax1.set_title("burst fan-out throughput")
     ax2.set_title("server CPU per delivery")
     if idle:
@@ -308,7 +320,7 @@ def plot(
         for i, s in enumerate(idle):
             growth = s["rss_growth_pct"]
             note = f"{s['kib_per_conn']:.1f}" + (
-                "" if growth is None else f"\n2nd wave {growth:+.1f}%"
+                "" if growth is None else f"\nwave 2 adds {growth:+.1f}%"
             )
             ax3.annotate(note, (i, s["kib_per_conn"]), ha="center", va="bottom", fontsize=8)
         ax3.set_ylabel("RSS per idle connection (KiB)")

@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -208,6 +209,10 @@ def _progress(i: int, n: int, rec: Record) -> str:
     return f"[{i}/{n}] {rec.scenario} {rec.target} (run {rec.repeat + 1}): {figures}; {state}"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -220,6 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not targets:
         raise SystemExit("run.py: no target to run")
     nofile = raise_nofile_limit()  # the servers started here inherit it
+    # SIGTERM and SIGINT both end the runs through KeyboardInterrupt, so that every
+    # server started so far is stopped (they run in their own sessions) and the runs done
+    # are reported.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
 
     with contextlib.ExitStack() as stack:
         if args.workdir:
@@ -279,7 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "loadgen_c": lg_note,
             "generator": "loadgen-c" if loadgen_c else "python (bench/loadgen.py, idle.py)",
             "machat_flags": " ".join(MACHAT_FLAGS) + " (machat+db: --db <fresh file>)",
-            "targets": {t.name: t.version() for t in targets},
+            "targets": {
+                t.name: t.version()
+                + (
+                    f" (loadgen-c --connect-concurrency {t.connect_concurrency})"
+                    if t.connect_concurrency
+                    else ""
+                )
+                for t in targets
+            },
             "targets_skipped": skipped,
             "not_runnable": sorted(unsupported),
             "scenarios": {s.name: s.describe() for s in plan_scenarios},
@@ -290,13 +308,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         records: list[Record] = []
         t0 = time.monotonic()
-        for i, (rep, scenario, target, gen) in enumerate(plan, 1):
-            rec = run_one(scenario, target, gen, rep, workdir, i)
-            records.append(rec)
-            print(_progress(i, len(plan), rec), file=sys.stderr, flush=True)
+        try:
+            for i, (rep, scenario, target, gen) in enumerate(plan, 1):
+                rec = run_one(scenario, target, gen, rep, workdir, i)
+                records.append(rec)
+                print(_progress(i, len(plan), rec), file=sys.stderr, flush=True)
+        except KeyboardInterrupt:  # the servers were stopped on the way out of start()
+            config["interrupted_after_runs"] = len(records)
+            print(f"run.py: interrupted; reporting the {len(records)} runs done", file=sys.stderr)
         config["wall_s"] = round(time.monotonic() - t0, 1)
         config["loadavg_at_end"] = os.getloadavg()
 
+    if not records:
+        print("run.py: no run completed", file=sys.stderr)
+        return 1
     summary = report.summarise(records)
     targets_met = report.checks(summary)
     print()
@@ -337,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         report.plot(summary, plan_scenarios, args.plot, title)
         print(f"plot: {args.plot}")
-    return 0 if all(r.ok for r in records) else 1
+    return 0 if all(r.ok for r in records) and "interrupted_after_runs" not in config else 1
 
 
 def header(config: dict[str, Any]) -> list[str]:
@@ -358,7 +383,10 @@ def header(config: dict[str, Any]) -> list[str]:
         out.append(f"  target     {name}: {version}")
     for name, why in config["targets_skipped"].items():
         out.append(f"  skipped    {name}: {why}")
-    out.append("  scenarios  (loadgen-c command after --protocol/--port/--server-pid)")
+    out.append(
+        "  scenarios  (loadgen-c commands after --protocol/--port/--server-pid; every run's"
+        " exact commands are in the JSON)"
+    )
     for name, text in config["scenarios"].items():
         out.append(f"    {name:<9} {text}")
     if config["not_runnable"]:
