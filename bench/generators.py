@@ -129,8 +129,11 @@ class LoadgenC:
     def __init__(self, binary: Path) -> None:
         self.binary = binary
 
+    #: The protocols it speaks (``--protocol``); a WebSocket target needs another generator.
+    protocols = frozenset({"machat", "irc", "redis"})
+
     def supports(self, scenario: Scenario, target: Target) -> bool:
-        return scenario.kind in target.kinds
+        return target.protocol in self.protocols and scenario.kind in target.kinds
 
     def command(self, scenario: Scenario, target: Target, running: Running) -> list[str]:
         argv = [str(self.binary), "--protocol", target.protocol, *running.loadgen_c_args()]

@@ -188,7 +188,11 @@ def run_one(
             for log in running.logs:
                 text = log.read_text(errors="replace")
                 if "Traceback" in text:
-                    rec.problems.append(f"the server logged an exception (see {log})")
+                    excerpt = text[text.index("Traceback") :].splitlines()[:8]
+                    rec.problems.append(
+                        f"the server logged an exception ({log.name}; --workdir keeps the"
+                        " logs):\n" + "\n".join(excerpt)
+                    )
     except (RuntimeError, OSError, TargetUnavailable) as exc:
         rec.problems.append(f"could not start {target.name}: {exc}")
     rec.ok = not rec.problems and bool(rec.raw)
