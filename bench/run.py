@@ -127,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plot", action="store_true", help="do not draw the plot")
     p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS",
+        help="run nothing: print the tables and draw the plot from a results file",
+    )
+    p.add_argument(
+        "--markdown", type=Path, help="also write the tables and targets as Markdown here"
+    )
+    p.add_argument(
         "--workdir",
         type=Path,
         help="keep the servers' logs, configs and databases here (default: a"
@@ -219,6 +228,23 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        config, records = saved["config"], [Record(**r) for r in saved["runs"]]
+        names = list(config["scenarios"])
+        sizes = [int(n[4:]) for n in names if n.startswith("size")]
+        chosen = [s for s in sc.scenarios(config["quick"], sizes) if s.name in names]
+        for line in header(config):
+            print(line)
+        return present(args, config, records, chosen)
+    config, records, chosen = measure(args, argv)
+    return present(args, config, records, chosen)
+
+
+def measure(
+    args: argparse.Namespace, argv: Sequence[str] | None
+) -> tuple[dict[str, Any], list[Record], list[sc.Scenario]]:
+    """Run the plan; the configuration, every run's record, the scenarios run."""
     repeat = args.repeat or (1 if args.quick else 3)
     sizes = [int(x) for x in _csv(args.sizes) or []] or None
     try:
@@ -323,9 +349,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         config["wall_s"] = round(time.monotonic() - t0, 1)
         config["loadavg_at_end"] = os.getloadavg()
 
+    return config, records, plan_scenarios
+
+
+def present(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    records: list[Record],
+    plan_scenarios: list[sc.Scenario],
+) -> int:
+    """Print the tables and targets, write the JSON, Markdown and plot; the exit status."""
     if not records:
         print("run.py: no run completed", file=sys.stderr)
         return 1
+    quick, repeat = config["quick"], config["repeat"]
     summary = report.summarise(records)
     targets_met = report.checks(summary)
     print()
@@ -336,9 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nProblems (rows marked !):")
         for scenario, target, p in problems:
             print(f"  {scenario}/{target}: {p.splitlines()[0] if p else p}")
-    print(
-        "\nIssue 8 targets (medians" + (", QUICK RUN: not comparable" if args.quick else "") + "):"
-    )
+    print("\nIssue 8 targets (medians" + (", QUICK RUN: not comparable" if quick else "") + "):")
     width = max(len(c[0]) for c in targets_met)
     for what, value, goal, verdict in targets_met:
         print(f"  {what.ljust(width)}  {value:>12}  goal {goal:<20} {verdict}")
@@ -355,14 +390,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         "runs": [r.to_json() for r in records],
     }
-    args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    print(f"results: {args.out}")
+    if not args.from_json:
+        args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        print(f"results: {args.out}")
+    if args.markdown:
+        md = report.tables(summary, plan_scenarios, markdown=True)
+        md += ["", "| check | measured (medians) | goal | verdict |", "| --- | --- | --- | --- |"]
+        md += [
+            f"| {what} | {value} | {goal} | {verdict} |"
+            for what, value, goal, verdict in targets_met
+        ]
+        args.markdown.write_text("\n".join(md) + "\n")
     if not args.no_plot:
         m = config["machine"]
         title = (
             f"machat {m['commit']} | {m['cores']} cores, {m['cpu']}, Linux {m['kernel']},"
             f" {m['python']} | {m['date_utc']} UTC | medians of {repeat}"
-            + (" | QUICK" if args.quick else "")
+            + (" | QUICK" if quick else "")
         )
         report.plot(summary, plan_scenarios, args.plot, title)
         print(f"plot: {args.plot}")

@@ -86,6 +86,19 @@ def test_run_py_default_generator(tmp_path: Path) -> None:
         (run,) = results["runs"]
         assert run["raw"][0]["run"]["stopped"] == "complete"
         assert run["loss_pct"] == 0.0 and run["reordered"] is None  # loadgen-c: no order check
+    # The same tables again from the results file, without running anything.
+    again = subprocess.run(
+        [sys.executable, str(RUN), "--from-json", str(tmp_path / "results.json"), "--no-plot"]
+        + ["--markdown", str(tmp_path / "table.md")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert again.returncode == 0, again.stderr
+    row = next(x for x in stdout.splitlines() if x.startswith("burst100"))
+    assert row in again.stdout.splitlines()
+    assert "| burst100 | machat | 1 |" in (tmp_path / "table.md").read_text()
 
 
 def test_run_py_python_fallback(tmp_path: Path) -> None:
