@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -127,6 +128,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 async def run_server(config: ServerConfig) -> None:
     server = ChatServer(config)
     server.open_archives()
+    # Everything alive now (modules, the loaded history) lives as long as the
+    # process: keep it out of the garbage collector's full passes, which would
+    # otherwise walk it again and again while people chat.
+    gc.collect()
+    gc.freeze()
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     for listener in listeners:
         host, port, *_ = listener.socket.getsockname()

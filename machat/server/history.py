@@ -8,6 +8,11 @@ Memory is bounded twice: each room keeps at most ``per_room`` messages, and at m
 ``max_rooms`` rooms keep a ring at all; the least recently used ring is dropped
 first.  A room's last id outlives its ring (one int per room), so ids keep
 increasing when a room is freed and created again.
+
+A ring holds plain tuples, not `Message` objects: the garbage collector stops
+tracking a tuple of strings and numbers after its first look at it, so a server
+keeping a million messages does not make every full collection walk them.  The
+events are rebuilt on the rare read.
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ from ..protocol.handshake import fold_name
 
 __all__ = ["History"]
 
+#: A kept message: (room, sender, text, id, ts).
+_Row = tuple[str, str, str, int, float]
+
+
+def _event(row: _Row) -> ev.Message:
+    return ev.Message(*row)
+
 
 class History:
     """Per room: a ring of the last ``per_room`` messages, and the last id used."""
@@ -33,7 +45,7 @@ class History:
         self.per_room = per_room
         self.max_rooms = max_rooms
         # Least recently used first.
-        self._rings: OrderedDict[str, deque[ev.Message]] = OrderedDict()
+        self._rings: OrderedDict[str, deque[_Row]] = OrderedDict()
         self._last_ids: dict[str, int] = {}
         self.rings_dropped = 0
 
@@ -59,7 +71,7 @@ class History:
                 self.rings_dropped += 1
         else:
             self._rings.move_to_end(key)
-        ring.append(message)
+        ring.append((message.room, message.sender, message.text, message.id, message.ts))
         if message.id > self._last_ids.get(key, 0):
             self._last_ids[key] = message.id
 
@@ -74,7 +86,7 @@ class History:
             return ()
         newest_first = list(itertools.islice(reversed(ring), count))
         newest_first.reverse()
-        return tuple(newest_first)
+        return tuple(map(_event, newest_first))
 
     def since(self, room: str, id: int) -> tuple[tuple[ev.Message, ...], bool]:
         """The kept messages of ``room`` with an id above ``id``, oldest first, and
@@ -88,14 +100,14 @@ class History:
         if ring is None:
             return (), id == last
         self._rings.move_to_end(key)
-        newer: list[ev.Message] = []
-        for message in reversed(ring):
-            if message.id <= id:
+        newer: list[_Row] = []
+        for row in reversed(ring):
+            if row[3] <= id:
                 break
-            newer.append(message)
+            newer.append(row)
         newer.reverse()
-        complete = id == last or (bool(ring) and ring[0].id <= id + 1)
-        return tuple(newer), complete
+        complete = id == last or (bool(ring) and ring[0][3] <= id + 1)
+        return tuple(map(_event, newer)), complete
 
     def last_id(self, room: str) -> int:
         """The highest id ``room`` ever used (0 for a room never seen)."""
