@@ -39,6 +39,9 @@ RESUME_HISTORY = 100
 """Messages asked for when reconnecting to a room where we have seen no message yet
 (otherwise the handshake's ``since`` asks for exactly those after the last one shown)."""
 
+FRAME = 1 / 30
+"""At most this many seconds between redraws for what the server sends (bursts coalesce)."""
+
 OUTGOING_QUEUE = 64
 """Lines typed faster than they can be sent: past this many, a line is refused."""
 
@@ -84,6 +87,7 @@ class _Client:
         self._session_welcomed = False
         self._leaving = False
         self._ui_scope = trio.CancelScope()
+        self._dirty = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.refusal: str | None = None  # why the server refused us on the first connection
 
@@ -141,6 +145,7 @@ class _Client:
                 await session.send(SendLine(line.encode("utf-8")))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.view.note(f"not sent (connection lost): {line}", error=True)
+                self._dirty.set()
                 return
 
     def _ask(self, line: str, note: Callable[[], None]) -> None:
@@ -162,6 +167,7 @@ class _Client:
                     break
                 if isinstance(event, LineSkipped):
                     self.view.note(f"skipped a line from the server: {event.reason}", error=True)
+                    self._dirty.set()
                     continue
                 assert isinstance(event, ServerLine) and event.event is not None
                 if isinstance(event.event, ev.Welcome):
@@ -173,6 +179,7 @@ class _Client:
                 elif isinstance(event.event, ev.Error) and not self._welcomed_once:
                     self.refusal = event.event.message
                 self.view.show(event.event)
+                self._dirty.set()
             nursery.cancel_scope.cancel()
         self._connected = False
 
@@ -190,10 +197,12 @@ class _Client:
         while True:
             if stream is None:
                 self.view.set_connection("connecting")
+                self._dirty.set()
                 try:
                     stream = await self._open_stream()
                 except CannotConnect as exc:
                     self.view.note(str(exc), error=True)
+                    self._dirty.set()
             if stream is not None:
                 welcomed_before = self._welcomed_once
                 try:
@@ -205,13 +214,26 @@ class _Client:
                 if self._leaving or not self._welcomed_once:
                     break  # done, or refused at once: nothing to retry for
                 self.view.note("lost the connection to the server", error=True)
+                self._dirty.set()
                 if self._session_welcomed or not welcomed_before:
                     attempt = 0
             delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
             attempt += 1
             self.view.set_connection(f"disconnected: retrying in {delay:g} s")
+            self._dirty.set()
             await trio.sleep(delay)
         self._ui_scope.cancel()
+
+    async def _redraw(self) -> None:
+        """Redraw after what the connection task changed, at most once a `FRAME`.
+
+        urwid redraws by itself after keys; this covers the server's side without
+        depending on how urwid's idle emulation counts the work of other tasks."""
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            self.loop.draw_screen()
+            await trio.sleep(FRAME)
 
     async def run(self, stream: trio.abc.Stream | None) -> None:
         async with trio.open_nursery() as nursery:
@@ -221,6 +243,7 @@ class _Client:
                 with self.loop.start():
                     if hasattr(self._screen, "tty_signal_keys"):
                         self._screen.tty_signal_keys(intr="undefined")  # Ctrl+C is a key here
+                    nursery.start_soon(self._redraw)
                     await self.loop.event_loop.run_async()  # type: ignore[attr-defined]
             nursery.cancel_scope.cancel()
 

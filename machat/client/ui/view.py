@@ -206,7 +206,6 @@ class ChatView(urwid.WidgetWrap):
         self.frame: urwid.Frame[Any, Any, Any] = urwid.Frame(
             self.columns, footer=urwid.Pile([status, self.edit]), focus_part="footer"
         )
-        self._overlay: urwid.Widget | None = None
         super().__init__(self.frame)
         self._refresh_status()
         self._refresh_members()
@@ -311,11 +310,9 @@ class ChatView(urwid.WidgetWrap):
                 self.note(f"no history in {h.room}")
             return
         self._separator(label, "earlier")
-        self._last_day = None  # a replay starts with its day
         for m in fresh:
             self._message(m, live=False)
         self._separator("now", "earlier")
-        self._last_day = None
 
     def _on_Join(self, e: ev.Join) -> None:
         if fold_name(e.name) == fold_name(self.name):
@@ -436,31 +433,28 @@ class ChatView(urwid.WidgetWrap):
 
     # --- Rendering and input --------------------------------------------------------
 
+    def selectable(self) -> bool:
+        return True  # keys always come here, a dialog open or not
+
     def render(self, size: tuple[int, int], focus: bool = False) -> urwid.Canvas:  # type: ignore[override]
         self._layout(size[0])
         self._refresh_status()
-        widget = self.frame if self._overlay is None else self._overlay
-        self._w = widget
         return super().render(size, focus)
 
     def _open_dialog(self, lines: Sequence[Any], title: str) -> None:
-        body = urwid.LineBox(
-            urwid.Filler(urwid.Pile([urwid.Text(line) for line in lines]), valign="top"),
-            title=title,
-        )
-        height = len(lines) + 2
-        self._overlay = urwid.Overlay(
+        body = urwid.LineBox(urwid.Pile([urwid.Text(line) for line in lines]), title=title)
+        self._w = urwid.Overlay(
             urwid.AttrMap(body, "dialog"),
             self.frame,
             align="center",
             width=("relative", 80),
             valign="middle",
-            height=height,
+            height="pack",
             min_width=20,
         )
 
     def _close_dialog(self) -> None:
-        self._overlay = None
+        self._w = self.frame
         self.mode = Mode.NORMAL
 
     def _show_help(self) -> None:
@@ -575,6 +569,7 @@ class ChatView(urwid.WidgetWrap):
             self._show_help()
         elif key == "f2":
             self.show_members = not self.show_members
+            self._invalidate()
         else:
             return self.frame.keypress(size, key)
         return None
