@@ -11,9 +11,11 @@ import sqlite3
 import ssl
 import sys
 
+import attrs
 import trio
 
 from ..address import parse_address
+from ..config_file import ConfigError, given_on_command_line, keys_of, merge, read_config
 from ..server import ChatServer, ServerConfig
 
 logger = logging.getLogger("machat.server")
@@ -49,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     limit("--idle-timeout", float, "SECONDS", "disconnect clients silent this long, 0: never")
     limit("--history-limit", int, "N", "messages kept in memory per room for /history")
     limit("--stats-interval", float, "SECONDS", "log statistics this often, 0: never")
-    p.add_argument("--db", metavar="PATH", help="keep history in this SQLite file")
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help="keep history, accounts, bans and topics in this SQLite file",
+    )
     p.add_argument(
         "--transcript", metavar="PATH", help="append a human-readable log here (SIGHUP reopens)"
     )
@@ -62,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         "MACHAT_PASSWORD in the environment does the same",
     )
     p.add_argument("--motd", default="", help="a message of the day shown after the welcome")
+    p.add_argument(
+        "--operator",
+        dest="operators",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a registered name that may /kick, /ban, /mute and set /topic while logged in "
+        "(repeatable; config key: operators)",
+    )
+    p.add_argument(
+        "--exit-when-empty",
+        action="store_true",
+        help="shut down (exit 0) once the last client leaves, after at least one joined",
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="read settings from this TOML file: a key per flag (max-per-ip = 100); "
+        "flags given here win; SIGHUP re-reads it",
+    )
     p.add_argument(
         "--log-level",
         default="INFO",
@@ -122,10 +148,78 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ssl_context=tls_context(args.tls_cert, args.tls_key),
         motd=args.motd,
         password=read_password(args.password_file),
+        operators=tuple(args.operators),
+        exit_when_empty=args.exit_when_empty,
     )
 
 
-async def run_server(config: ServerConfig) -> None:
+#: Settings that SIGHUP applies to the running server (to new connections, for the
+#: per-connection limits); a change to any other needs a restart.
+RELOADABLE = (
+    "motd",
+    "operators",
+    "max_clients",
+    "max_per_ip",
+    "rate",
+    "burst",
+    "idle_timeout",
+    "handshake_timeout",
+    "outbox_limit",
+    "max_line",
+)
+#: Settings not compared on reload (built afresh each time, or not settings at all).
+_NOT_COMPARED = frozenset({"ssl_context", "password", "flush_timeout", "max_handshake"})
+
+
+_KEYS = {"db_path": "db", "transcript_path": "transcript", "host": "address", "port": "address"}
+
+
+def _key(field: str) -> str:
+    """The config key (and flag) of a `ServerConfig` field."""
+    return _KEYS.get(field, field.replace("_", "-"))
+
+
+def reconfigure(server: ChatServer, new: ServerConfig) -> list[str]:
+    """Apply the reloadable settings of ``new`` to ``server``; returns what to log."""
+    old = server.config
+    changes = {f: getattr(new, f) for f in RELOADABLE if getattr(new, f) != getattr(old, f)}
+    server.config = attrs.evolve(old, **changes)
+    if "operators" in changes:
+        server.moderation.set_operators(new.operators)
+    report = [f"{_key(f)}: {getattr(old, f)!r} -> {value!r}" for f, value in changes.items()]
+    for field in attrs.fields(ServerConfig):
+        name = field.name
+        if name in RELOADABLE or name in _NOT_COMPARED:
+            continue
+        if getattr(new, name) != getattr(old, name):
+            report.append(f"{_key(name)}: changed, but only a restart applies it")
+    return report
+
+
+@attrs.frozen
+class Reloader:
+    """Re-reads the config file on SIGHUP, under the same command line."""
+
+    path: str
+    parser: argparse.ArgumentParser
+    args: argparse.Namespace  # the command line alone
+    pinned: frozenset[str]  # the dests it gave: the file does not override them
+
+    def reload(self, server: ChatServer) -> None:
+        try:
+            values = read_config(self.path, keys_of(self.parser))
+            config = config_from_args(merge(self.args, values, set(self.pinned)))
+        except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
+            logger.warning("SIGHUP: %s; the settings stay as they were", exc)
+            return
+        report = reconfigure(server, config)
+        if not report:
+            logger.info("SIGHUP: re-read %s: nothing changed", self.path)
+        for line in report:
+            logger.info("SIGHUP: re-read %s: %s", self.path, line)
+
+
+async def run_server(config: ServerConfig, reloader: Reloader | None = None) -> None:
     server = ChatServer(config)
     server.open_archives()
     # Everything alive now (modules, the loaded history) lives as long as the
@@ -133,14 +227,16 @@ async def run_server(config: ServerConfig) -> None:
     # otherwise walk it again and again while people chat.
     gc.collect()
     gc.freeze()
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-    for listener in listeners:
-        host, port, *_ = listener.socket.getsockname()
-        logger.info("listening on %s port %d", host, port)
-    if config.ssl_context is not None:
-        logger.info("serving TLS")
     signals_wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    # Signals are caught before the port is announced: whoever waits for that line
+    # may signal at once.
     with trio.open_signal_receiver(*signals_wanted) as signals:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        for listener in listeners:
+            host, port, *_ = listener.socket.getsockname()
+            logger.info("listening on %s port %d", host, port)
+        if config.ssl_context is not None:
+            logger.info("serving TLS")
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:
@@ -148,6 +244,8 @@ async def run_server(config: ServerConfig) -> None:
                     logger.info("received %s", signal.Signals(signum).name)
                     if signum == signal.SIGHUP:
                         server.reopen_logs()
+                        if reloader is not None:
+                            reloader.reload(server)
                         continue
                     if server.shutting_down:
                         logger.warning("second signal: stopping now")
@@ -175,7 +273,16 @@ def raise_open_file_limit() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = command_line = parser.parse_args(argv)
+    reloader = None
+    if args.config is not None:
+        pinned = given_on_command_line(parser, argv)
+        try:
+            args = merge(args, read_config(args.config, keys_of(parser)), pinned)
+        except ConfigError as exc:
+            sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+            return 2
+        reloader = Reloader(args.config, parser, command_line, frozenset(pinned))
     try:
         config = config_from_args(args)
     except (ValueError, OSError, ssl.SSLError) as exc:
@@ -186,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     raise_open_file_limit()
     try:
-        trio.run(run_server, config)
+        trio.run(run_server, config, reloader)
     except OSError as exc:
         where = exc.filename or args.address
         logger.error("cannot start: %s: %s", where, exc.strerror or exc)
