@@ -13,16 +13,19 @@ import logging
 import os
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import attrs
 import trio
 
+from .auth import MAX_PROMPTS, needs_password, prompt_password, refusal_of
 from .config import ClientConfig
 from .session import run_client
 from .terminal import open_stdin, terminal_writer
 from .ui.runner import CannotConnect, UIOptions, run_ui
 
-__all__ = ["ConnectError", "connect", "make_ssl_context", "run", "wants_ui"]
+__all__ = ["ConnectError", "connect", "make_ssl_context", "run", "run_with_login", "wants_ui"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,12 @@ def wants_ui(config: ClientConfig) -> bool:
         return False
 
 
-async def _run_ui(config: ClientConfig, stream: trio.abc.Stream, err: Callable[[str], None]) -> int:
+async def _run_ui(
+    config: ClientConfig,
+    stream: trio.abc.Stream,
+    err: Callable[[str], None],
+    refusals: list[str] | None = None,
+) -> int:
     async def reconnect() -> trio.abc.Stream:
         try:
             return await connect(config)
@@ -98,6 +106,8 @@ async def _run_ui(config: ClientConfig, stream: trio.abc.Stream, err: Callable[[
     code, why = await run_ui(config.handshake(), reconnect, first=stream, options=options)
     if why is not None:
         err(f"machat: {why}")
+        if refusals is not None and why.startswith("name registered:"):
+            refusals.append(why)
     return code
 
 
@@ -107,8 +117,11 @@ async def run(
     stdin: trio.abc.ReceiveStream | None = None,
     out: Callable[[str], None] | None = None,
     err: Callable[[str], None] | None = None,
+    refusals: list[str] | None = None,
 ) -> int:
     """Run the client; returns the exit code.
+
+    A ``114 name registered`` refusal of the handshake is added to ``refusals``.
 
     By default reads standard input and writes to standard output and error; tests
     pass their own ``stdin``, ``out`` and ``err``. If the output goes away (``machat |
@@ -116,6 +129,8 @@ async def run(
     """
     ui = stdin is None and out is None and wants_ui(config)
     out = out or terminal_writer(sys.stdout)
+    if refusals is not None:
+        out = _noting_refusal(out, refusals)
     err = err or terminal_writer(sys.stderr)
     try:
         stream = await connect(config)
@@ -126,7 +141,7 @@ async def run(
     code = 1
     try:
         if ui:
-            code = await _run_ui(config, stream, err)
+            code = await _run_ui(config, stream, err, refusals)
         elif stdin is not None:
             code = await run_client(stream, config.handshake(), stdin, out)
         else:
@@ -137,3 +152,42 @@ async def run(
     finally:
         await trio.aclose_forcefully(stream)
     return code
+
+
+def _noting_refusal(out: Callable[[str], None], refusals: list[str]) -> Callable[[str], None]:
+    """``out``, noting a 114 refusal if it is the first line the server sends."""
+    first = True
+
+    def write(line: str) -> None:
+        nonlocal first
+        if first:
+            first = False
+            refusal = refusal_of(line)
+            if refusal is not None:
+                refusals.append(refusal)
+        out(line)
+
+    return write
+
+
+async def run_with_login(
+    config: ClientConfig,
+    *,
+    prompt: Callable[[str], Awaitable[str | None]] = prompt_password,
+    **options: Any,
+) -> int:
+    """`run`, asking for the password (``prompt``) when the name turns out registered.
+
+    Without a password given, a ``114`` refusal makes it ask (on a terminal, without
+    echo) and connect again with the answer, at most `MAX_PROMPTS` times.
+    """
+    for _ in range(MAX_PROMPTS):
+        refusals: list[str] = []
+        code = await run(config, refusals=refusals, **options)
+        if not refusals or not needs_password(refusals[0]):
+            return code
+        password = await prompt(config.name)
+        if password is None:
+            return code
+        config = attrs.evolve(config, auth=password)
+    return await run(config, **options)

@@ -32,6 +32,8 @@ class ClientConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     password: str | None = attrs.field(default=None, repr=False)
+    #: The password of a registered name (the handshake's ``auth``).
+    auth: str | None = attrs.field(default=None, repr=False)
     format: Format = Format.TEXT
     history: int = 0
     tls: bool = False
@@ -50,6 +52,7 @@ class ClientConfig:
             name=self.name,
             room=self.room,
             password=self.password,
+            auth=self.auth,
             format=self.format,
             history=self.history,
         )

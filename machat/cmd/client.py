@@ -16,6 +16,7 @@ import trio
 
 from machat import client
 from machat.client import ClientConfig, parse_address
+from machat.client.auth import AUTH_ENV, read_auth_file
 from machat.protocol.formatting import Format
 from machat.protocol.handshake import DEFAULT_ROOM
 
@@ -61,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     secret.add_argument("-password", "--password", help=f"server password (also: ${PASSWORD_ENV})")
     secret.add_argument(
         "-password-file", "--password-file", metavar="PATH", help="read the password from PATH"
+    )
+    add(
+        "-auth-file",
+        "--auth-file",
+        metavar="PATH",
+        help=f"the password of your registered name, from PATH (also: ${AUTH_ENV}; "
+        "otherwise asked for on a terminal when the server wants it)",
     )
     add("-tls", "--tls", action="store_true", help="connect with TLS")
     add("-cafile", "--cafile", metavar="PEM", help="trust these CA certificates (implies --tls)")
@@ -125,6 +133,14 @@ def parse_args(
         password = _read_password_file(parser, args.password_file)
     else:
         password = environ.get(PASSWORD_ENV) or None
+    if args.auth_file is not None:
+        try:
+            auth: str | None = read_auth_file(args.auth_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            parser.error(f"cannot read auth file {args.auth_file!r}: {reason}")
+    else:
+        auth = environ.get(AUTH_ENV) or None
     host, port = args.address
     config = ClientConfig(
         name=args.client if args.client is not None else f"User{random.randrange(400)}",
@@ -132,6 +148,7 @@ def parse_args(
         host=host,
         port=port,
         password=password,
+        auth=auth,
         format=Format.JSON if args.json else Format.TEXT,
         history=args.history,
         tls=args.tls or args.insecure or args.cafile is not None,
@@ -158,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return trio.run(client.run, config)
+        return trio.run(client.run_with_login, config)
     except KeyboardInterrupt:
         return 130
     except BaseExceptionGroup as group:
