@@ -33,6 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
         "-a", "--address", "-tcp", dest="address", default="localhost:8989",
         help="host:port to listen on (default localhost:8989; -tcp is MaChat's spelling)",
     )  # fmt: skip
+    web = p.add_argument_group("web client and WebSocket (also served on the chat port)")
+    web.add_argument(
+        "-ws", "--ws", dest="ws", metavar="HOST:PORT",
+        help="one more listener for the web page and ws://HOST:PORT/mychat "
+        "(MaChat's -ws, e.g. localhost:8099)",
+    )  # fmt: skip
+    web.add_argument(
+        "--ws-origin", dest="ws_origin", action="append", default=[], metavar="ORIGIN",
+        help="let pages from ORIGIN (e.g. https://chat.example.org) open the chat; "
+        "repeatable; '*' allows any (default: only the page's own origin, or no Origin)",
+    )  # fmt: skip
     limits = p.add_argument_group("limits")
 
     def limit(flag: str, kind: type, metavar: str, text: str) -> None:
@@ -124,6 +135,7 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     host, port = parse_address(args.address, allow_zero=True)
+    ws = parse_address(args.ws, 8099, allow_zero=True) if args.ws else None
     for name in ("max_line", "handshake_timeout", "outbox_limit", "history_limit"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
@@ -150,6 +162,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         password=read_password(args.password_file),
         operators=tuple(args.operators),
         exit_when_empty=args.exit_when_empty,
+        ws_address=ws,
+        ws_origins=tuple(args.ws_origin),
     )
 
 
@@ -232,6 +246,10 @@ async def run_server(config: ServerConfig, reloader: Reloader | None = None) -> 
     # may signal at once.
     with trio.open_signal_receiver(*signals_wanted) as signals:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        if config.ws_address is not None:
+            # The same service on one more port: the page, /mychat, and chat too.
+            ws_host, ws_port = config.ws_address
+            listeners += await trio.open_tcp_listeners(ws_port, host=ws_host)
         for listener in listeners:
             host, port, *_ = listener.socket.getsockname()
             logger.info("listening on %s port %d", host, port)

@@ -91,9 +91,7 @@ class HttpError(Exception):
         self.response = _text_response(status, message, headers)
 
 
-def _text_response(
-    status: int, message: str, headers: Iterable[tuple[str, str]] = ()
-) -> Response:
+def _text_response(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
     return Response(
         status,
         (("Content-Type", "text/plain; charset=utf-8"), *headers),
@@ -139,6 +137,8 @@ class RequestReader:
 
     def __init__(self, max_size: int = MAX_REQUEST) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
+        self._max_size = max_size
+        self._fed = 0
         self._started = False
         self._request: Request | None = None
 
@@ -149,6 +149,7 @@ class RequestReader:
             if not data:
                 return
             self._started = True
+        self._fed += len(data)
         self._h11.receive_data(data)
 
     def feed_eof(self) -> None:
@@ -181,6 +182,9 @@ class RequestReader:
                 raise HttpError(431, "request header fields too large") from None
             raise HttpError(status, f"bad request: {exc}") from None
         trailing, _closed = conn.trailing_data
+        if self._fed - len(trailing) > self._max_size:
+            # h11 bounds what it buffers; a request that came whole is bounded here.
+            raise HttpError(431, "request header fields too large")
         self._request = Request(
             method=head.method.decode("ascii", "replace"),
             target=head.target.decode("ascii", "replace"),

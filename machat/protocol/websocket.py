@@ -62,8 +62,8 @@ class ChatData:
 class Closed:
     """The connection is over: the peer closed it, or broke the protocol.
 
-    ``code`` is what the peer sent, or what we send back for a protocol error; the
-    close frame to send, if any, is in `WebSocketChat.data_to_send`.
+    ``code`` is what the peer sent, or the code to close with for a protocol error.
+    Either way the caller ends with `WebSocketChat.close` (after any pending output).
     """
 
     code: int
@@ -107,8 +107,8 @@ class WebSocketChat:
 
     `receive_data` the bytes read from the network (``None``: the network closed),
     then `next_event` until it returns None: `ChatData`, or `Closed` once.  Send
-    `data_to_send` after each call: pongs, and the close frame answering a peer's
-    close or a protocol error.  `frame_lines` and `close` make outgoing bytes.
+    `data_to_send` (pongs) after each call.  `frame_lines`, `ping` and `close` make
+    outgoing bytes; `close` also answers the peer's close.
     """
 
     def __init__(self, connection: wsproto.connection.Connection, trailing: bytes = b"") -> None:
@@ -171,8 +171,7 @@ class WebSocketChat:
         reason = event.reason or ""
         state = self._ws.state
         if state is ConnectionState.REMOTE_CLOSING:
-            # The peer closed: answer with the same code, as RFC 6455 5.5.1 asks.
-            self._out += self._ws.send(event.response())
+            # The peer closed; `close` answers it once what is pending has been sent.
             self._closed = Closed(event.code, reason, by_peer=True)
         elif state is ConnectionState.CLOSED:
             # The peer answered our close, or the network went away (1006).
@@ -182,7 +181,7 @@ class WebSocketChat:
             self._fail(event.code, reason)
 
     def _fail(self, code: int, reason: str) -> None:
-        self._out += self.close(code, reason)
+        # The caller sends `close(code)` after what is pending (nothing more is read).
         self._closed = Closed(code, reason, by_peer=False)
 
     def next_event(self) -> ChatData | Closed | None:

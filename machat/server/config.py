@@ -46,3 +46,11 @@ class ServerConfig:
     operators: tuple[str, ...] = ()
     #: Shut down once the last member leaves, if any member has joined.
     exit_when_empty: bool = False
+    #: One more listener (host, port) for the web client and WebSocket (MaChat's -ws).
+    ws_address: tuple[str, int] | None = None
+    #: Origins besides the page's own allowed to open a WebSocket ("*": any).
+    ws_origins: tuple[str, ...] = ()
+    #: Ping a WebSocket client quiet this long (0: never), and drop it when no byte
+    #: comes back within ws_ping_timeout.
+    ws_ping_interval: float = 30.0
+    ws_ping_timeout: float = 20.0

@@ -128,8 +128,12 @@ class _Connection:
     async def _read_handshake(self) -> Handshake | None:
         """Read and decode the handshake; queue a refusal and return None on failure."""
         timeout = self.hub.config.handshake_timeout
+        # A hub that read the first bytes to tell chat from HTTP started the clock then.
+        deadline = getattr(self.hub, "handshake_deadline", None)
+        if deadline is None:
+            deadline = trio.current_time() + timeout
         framer = self.framer
-        with trio.move_on_after(timeout):
+        with trio.move_on_at(deadline):
             try:
                 while (event := framer.next_event()) is None:
                     data = await self.transport.receive_some()

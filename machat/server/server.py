@@ -33,7 +33,8 @@ from .sqlite import SqliteDatabase
 from .state import ChatState, Counters
 from .store import MessageStore
 from .transcript import Transcript
-from .transport import Peer, Transport, transport_for_stream
+from .transport import Peer, Transport
+from .web import serve_stream
 
 __all__ = ["ChatServer", "ServerStatistics"]
 
@@ -215,16 +216,11 @@ class ChatServer:
                     )
                     task_status.started(listeners)
 
-    async def handle(self, stream: trio.abc.Stream) -> None:
-        """Serve one client stream (a socket, or anything else in tests)."""
-        # The same as serve_transport, one frame shallower: every idle connection
-        # keeps this stack of coroutine frames alive.
-        transport = transport_for_stream(stream)
-        try:
-            await serve_connection(self, transport)
-        except Exception:
-            # A bug in one connection must not take the server down with it.
-            logger.exception("error serving %s", transport.peer.label)
+    #: Serve one client stream (a socket, or anything else in tests).  The chat port
+    #: speaks chat, HTTP and WebSocket, and the first bytes decide (machat.server.web).
+    #: A plain function, not a wrapper: every idle connection keeps its stack of
+    #: coroutine frames alive.
+    handle = serve_stream
 
     async def serve_transport(self, transport: Transport) -> None:
         """Serve one client over any `Transport`."""

@@ -491,13 +491,16 @@ def enable_keepalive(stream: trio.abc.Stream) -> None:
         pass
 
 
-def transport_for_stream(stream: trio.abc.Stream, prefix: bytes = b"") -> Transport:
+def transport_for_stream(
+    stream: trio.abc.Stream, prefix: bytes = b"", peer: Peer | None = None
+) -> Transport:
     """The cheapest transport for ``stream``: direct socket I/O for plain TCP.
 
-    Sockets get TCP keepalive either way.
+    Sockets get TCP keepalive either way.  ``peer``: who was counted at accept.
     """
     enable_keepalive(stream)
-    peer = peer_of_stream(stream)
+    if peer is None:
+        peer = peer_of_stream(stream)
     if type(stream) is trio.SocketStream and stream.socket.family in _INET:
         return SocketTransport(stream, peer, prefix)
     return StreamTransport(stream, peer, prefix)

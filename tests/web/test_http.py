@@ -273,3 +273,11 @@ def test_parse_origin(value, expected):
 )
 def test_origin_allowed(origin, host, secure, allowed, ok):
     assert origin_allowed(origin, host, secure=secure, allowed=allowed) is ok
+
+
+def test_a_large_request_arriving_whole_is_refused_too():
+    reader = RequestReader(max_size=1024)
+    reader.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000 + b"\r\n\r\n")
+    with pytest.raises(HttpError) as info:
+        reader.next_request()
+    assert info.value.response.status == 431

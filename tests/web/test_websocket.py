@@ -116,7 +116,8 @@ def test_binary_closes_with_1003():
     data, closed = drain(chat)
     assert data == b"hi\n"
     assert closed == Closed(CLOSE_UNSUPPORTED_DATA, closed.reason, by_peer=False)
-    (event,) = client_events(client, chat.data_to_send())
+    assert chat.data_to_send() == b""
+    (event,) = client_events(client, chat.close(closed.code))
     assert isinstance(event, wse.CloseConnection) and event.code == CLOSE_UNSUPPORTED_DATA
     assert not chat.may_send
 
@@ -132,7 +133,7 @@ def test_invalid_utf8_closes_with_1007():
     chat.receive_data(_masked_text_frame(b"ok \xff\xfe"))
     data, closed = drain(chat)
     assert closed is not None and closed.code == CLOSE_INVALID_DATA and not closed.by_peer
-    (event,) = client_events(client, chat.data_to_send())
+    (event,) = client_events(client, chat.close(closed.code))
     assert event.code == CLOSE_INVALID_DATA
 
 
@@ -164,8 +165,10 @@ def test_peer_close_is_answered():
     client, chat = connect()
     chat.receive_data(client.send(wse.CloseConnection(code=CLOSE_NORMAL, reason="bye")))
     assert drain(chat) == (b"", Closed(CLOSE_NORMAL, "bye", by_peer=True))
-    (event,) = client_events(client, chat.data_to_send())
-    assert isinstance(event, wse.CloseConnection) and event.code == CLOSE_NORMAL
+    assert chat.may_send  # what is pending may still go out
+    text, close = client_events(client, frame_lines(b"* bye\n") + chat.close())
+    assert text == wse.TextMessage("* bye\n")
+    assert isinstance(close, wse.CloseConnection) and close.code == CLOSE_NORMAL
     assert chat.close() == b""  # already sent
     chat.receive_data(b"more bytes after the close are ignored")
     assert drain(chat) == (b"", None)
@@ -190,9 +193,7 @@ def test_our_close_then_the_answer():
 
 # -- chunking invariance --------------------------------------------------------------
 
-_text = st.text(
-    st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40
-)
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 
 
 def _client_bytes(client: wsproto.WSConnection, messages: list[list[str]]) -> bytes:
@@ -200,9 +201,7 @@ def _client_bytes(client: wsproto.WSConnection, messages: list[list[str]]) -> by
     out = bytearray()
     for fragments in messages:
         for i, fragment in enumerate(fragments):
-            out += client.send(
-                wse.TextMessage(fragment, message_finished=i == len(fragments) - 1)
-            )
+            out += client.send(wse.TextMessage(fragment, message_finished=i == len(fragments) - 1))
         out += client.send(wse.Ping(b"p"))
     return bytes(out)
 
@@ -289,9 +288,7 @@ def test_arbitrary_bytes_give_events_or_a_close(garbage, step):
 def test_frame_lines_one_message_per_line(data):
     client, _ = connect()
     events = client_events(client, frame_lines(data))
-    assert [e.data for e in events] == [
-        line.decode() for line in data.splitlines(keepends=True)
-    ]
+    assert [e.data for e in events] == [line.decode() for line in data.splitlines(keepends=True)]
     assert all(isinstance(e, wse.TextMessage) and e.message_finished for e in events)
 
 
