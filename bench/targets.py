@@ -167,28 +167,58 @@ def _version_of(argv: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
 
 
+@attrs.frozen
+class ProcessSpec:
+    """One process of a target, listening on ``port`` once it is ready."""
+
+    argv: list[str]
+    port: int
+    #: Clients connect to it (a cluster node); False for a helper such as a backplane,
+    #: whose CPU and memory still count as the target's.
+    clients: bool = True
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
+
+
 @contextlib.contextmanager
-def _serve(
-    argv: list[str],
-    workdir: Path,
-    tag: str,
-    port: int,
-    *,
-    cwd: Path | None = None,
-    env: dict | None = None,
-) -> Iterator[Running]:
-    server = ServerProcess(argv, workdir / f"{tag}.log", cwd=cwd, env=env)
-    running = Running("127.0.0.1", (port,), (server.pid,), (server.command,), (server.log,))
-    try:
-        server.wait_accepting("127.0.0.1", port)
-        yield running
-    finally:
-        code = server.stop()
-        running.exits.append((server.command, code, server.killed))
+def serve(specs: Sequence[ProcessSpec], workdir: Path, tag: str) -> Iterator[Running]:
+    """Start the processes in order, each accepting on its port before the next starts;
+    yield them as one `Running`; stop them in reverse order (SIGTERM, then SIGKILL)."""
+    exits: list[tuple[str, int, bool]] = []
+    with contextlib.ExitStack() as stack:
+        started = []
+        for i, spec in enumerate(specs):
+            log = workdir / (f"{tag}.log" if len(specs) == 1 else f"{tag}.{i}.log")
+            server = ServerProcess(spec.argv, log, cwd=spec.cwd, env=spec.env)
+            stack.callback(lambda s=server: exits.append((s.command, s.stop(), s.killed)))
+            server.wait_accepting("127.0.0.1", spec.port)
+            started.append((spec, server))
+        yield Running(
+            "127.0.0.1",
+            ports=tuple(spec.port for spec, _ in started if spec.clients),
+            pids=tuple(server.pid for _, server in started),
+            commands=tuple(server.command for _, server in started),
+            logs=tuple(server.log for _, server in started),
+            exits=exits,
+        )
+
+
+def machat_process(port: int, *flags: str) -> ProcessSpec:
+    """``python -m machat.cmd.chatserver`` from this checkout on ``port`` with
+    `MACHAT_FLAGS` and ``flags``: one node of any machat target."""
+    argv = [sys.executable, "-m", "machat.cmd.chatserver", "-a", f"127.0.0.1:{port}"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return ProcessSpec([*argv, *MACHAT_FLAGS, *flags], port, cwd=REPO_ROOT, env=env)
 
 
 class Machat(Target):
-    """This checkout's server: ``python -m machat.cmd.chatserver`` (``--db`` with db=True)."""
+    """This checkout's server, one process (``--db`` on a fresh file with db=True).
+
+    A cluster target would start a backplane (``ProcessSpec(..., clients=False)``) and N
+    `machat_process` nodes with its flags, all in one `serve` call: loadgen-c then gets
+    ``--ports`` with the nodes and ``--server-pid`` with every process.
+    """
 
     protocol = "machat"
     anchor = False
@@ -200,23 +230,12 @@ class Machat(Target):
     def version(self) -> str:
         return f"this checkout, python {sys.version.split()[0]}"
 
-    def argv(self, port: int, db_path: Path | None) -> list[str]:
-        argv = [sys.executable, "-m", "machat.cmd.chatserver", "-a", f"127.0.0.1:{port}"]
-        argv += MACHAT_FLAGS
-        if db_path is not None:
-            argv += ["--db", str(db_path)]
-        return argv
-
     @contextlib.contextmanager
     def start(self, workdir: Path, tag: str) -> Iterator[Running]:
         port = free_port()
-        db_path = workdir / f"{tag}.db" if self.db else None
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        with _serve(self.argv(port, db_path), workdir, tag, port, cwd=REPO_ROOT, env=env) as r:
-            yield r
+        flags = ["--db", str(workdir / f"{tag}.db")] if self.db else []
+        with serve([machat_process(port, *flags)], workdir, tag) as running:
+            yield running
 
 
 class Redis(Target):
@@ -238,8 +257,8 @@ class Redis(Target):
         port = free_port()
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "no", "--dir", str(workdir)]
-        with _serve(argv, workdir, tag, port) as r:
-            yield r
+        with serve([ProcessSpec(argv, port)], workdir, tag) as running:
+            yield running
 
 
 def _rewrite_config(src: Path, dst: Path, replacements: Sequence[tuple[str, str]]) -> None:
@@ -283,8 +302,8 @@ class Inspircd(Target):
             ],
         )
         argv = ["inspircd", "--config", str(conf), "--nofork", "--runasroot"]
-        with _serve(argv, workdir, tag, port) as r:
-            yield r
+        with serve([ProcessSpec(argv, port)], workdir, tag) as running:
+            yield running
 
 
 class Ngircd(Target):
@@ -311,8 +330,8 @@ class Ngircd(Target):
         port = free_port()
         conf = workdir / f"{tag}.conf"
         _rewrite_config(self.config, conf, [("Ports = 16667", f"Ports = {port}")])
-        with _serve(["ngircd", "-n", "-f", str(conf)], workdir, tag, port) as r:
-            yield r
+        with serve([ProcessSpec(["ngircd", "-n", "-f", str(conf)], port)], workdir, tag) as running:
+            yield running
 
 
 def all_targets() -> list[Target]:

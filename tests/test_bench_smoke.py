@@ -7,11 +7,15 @@ loses and reorders nothing under a tiny load, not any performance figure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LOADGEN = REPO / "bench" / "loadgen.py"
@@ -123,3 +127,46 @@ def test_run_py_default_scenarios_are_the_issue_table(monkeypatch) -> None:
     assert full["idle"] == "connections -K 5000 --hold 3 (x2, same server)"
     chosen = [s.name for s in scenarios.select(scenarios.scenarios(), ["burst100", "sizes"])]
     assert chosen == ["burst100", "size10", "size50", "size250", "size500"]
+
+
+def test_a_target_of_two_processes(tmp_path: Path, monkeypatch) -> None:
+    """The hook for a cluster target: one `Running` over two machat processes. loadgen-c
+    gets both ports and both pids; the Python generators refuse it."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import generators
+    import scenarios
+    import targets
+
+    class TwoProcesses(targets.Target):
+        name = "two"
+        protocol = "machat"
+        kinds = frozenset({"connections"})  # independent servers: no relaying between them
+
+        @contextlib.contextmanager
+        def start(self, workdir: Path, tag: str) -> Iterator[targets.Running]:
+            first = targets.free_port()
+            second = next(p for p in iter(targets.free_port, None) if p != first)
+            specs = [targets.machat_process(first), targets.machat_process(second)]
+            with targets.serve(specs, workdir, tag) as running:
+                yield running
+
+    target = TwoProcesses()
+    scenario = scenarios.Scenario("idle", "idle", "connections", frozenset({"two"}), K=40, hold=0.2)
+    record = generators.Record("idle", "two", 0, "loadgen-c")
+    binary, note = generators.build_loadgen_c(LOADGEN_C_SRC, tmp_path)
+    with target.start(tmp_path, "two") as running:
+        assert len(set(running.ports)) == 2 and len(set(running.pids)) == 2
+        if binary is None:
+            with pytest.raises(generators.GeneratorError, match="one server process"):
+                generators.PythonGenerator().run(scenario, target, running, record)
+        else:
+            generators.LoadgenC(binary).run(scenario, target, running, record)
+    assert [(code, killed) for _, code, killed in running.exits] == [(0, False), (0, False)]
+    if binary is not None:
+        (raw,) = record.raw
+        assert raw["ports"] == list(running.ports)
+        assert record.problems == [] and record.connections == 40
+        assert record.kib_per_conn is not None and record.kib_per_conn > 0
+        per_pid = raw["server"]["after_hold"]["per_pid"]
+        assert [p["pid"] for p in per_pid] == list(running.pids)
+        assert all(p["fds"] >= 20 for p in per_pid)  # half the clients on each process
