@@ -290,20 +290,34 @@ class ChatServer:
         """Register a new member and put it in its room, or raise `ChatError`."""
         self._check_password(handshake)
         await admin.check_admission(self, member, handshake)
+        await self.claim_name(member)
         self.state.register(member)
         try:
             room = self.state.room_name(handshake.room)
             member.send_event(ev.Welcome(member.name, room, self.config.motd))
             admin.send_topic(self, member, room)
             if handshake.since is not None:
-                messages, complete = self.history.since(room, handshake.since)
+                messages, complete = await self.read_since(room, handshake.since)
                 member.send_event(ev.History(room, messages, complete))
             elif handshake.history:
-                member.send_event(ev.History(room, self.history.recent(room, handshake.history)))
+                recent = await self.read_recent(room, handshake.history)
+                member.send_event(ev.History(room, recent))
             self.state.join(member, room)
         except BaseException:
             self.state.unregister(member)
             raise
+
+    # Hooks a cluster node (machat.cluster.node) overrides: names and history that
+    # live beyond this process.
+
+    async def claim_name(self, member: Member) -> None:
+        """Before registering: raise `ChatError` if the name is taken elsewhere."""
+
+    async def read_recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
+        return self.history.recent(room, count)
+
+    async def read_since(self, room: str, id: int) -> tuple[tuple[ev.Message, ...], bool]:
+        return self.history.since(room, id)
 
     def _check_password(self, handshake: Handshake) -> None:
         expected = self.config.password

@@ -75,6 +75,8 @@ class ChatState:
         self.history = history if history is not None else History()
         self._on_message = on_message
         self._log = log
+        #: What makes a room: a cluster node puts its own `Room` subclass here.
+        self.room_factory: Callable[..., Room] = Room
         self.users: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}
         self.groups: dict[str, Group] = {}
@@ -227,7 +229,7 @@ class ChatState:
         if member.room is not None:
             self.leave(member)
         if room is None:
-            room = self.rooms[key] = Room(
+            room = self.rooms[key] = self.room_factory(
                 room_name, first_id=self.history.last_id(room_name), on_message=self._record
             )
             self._spawn(room.run)
