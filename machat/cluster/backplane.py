@@ -36,7 +36,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -48,8 +47,10 @@ from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 from ..protocol import events as ev
 from ..protocol.handshake import fold_name
 from . import scripts, wire
+from .errors import ClusterUnavailable
 from .feed import RoomFeed
 from .keys import Keys
+from .url import check_url
 
 __all__ = [
     "Backplane",
@@ -72,28 +73,6 @@ PROBE_INTERVAL = 0.2
 FILL_CHUNK = 1000
 #: Notices kept for later while Redis cannot be reached; older ones are dropped.
 MAX_PENDING_NOTICES = 10000
-
-
-class ClusterUnavailable(Exception):
-    """Redis could not be reached in time: the operation did not take effect."""
-
-
-def check_url(url: str) -> str:
-    """``url`` if it is a Redis URL this module can use, else ValueError."""
-    parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss"):
-        if not parts.hostname:
-            raise ValueError(f"--redis {url}: no host (redis://HOST:PORT/DB)")
-        try:
-            parts.port  # noqa: B018 (raises on a bad port)
-        except ValueError:
-            raise ValueError(f"--redis {url}: bad port") from None
-        return url
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ValueError(f"--redis {url}: no socket path (unix:///path/to/socket)")
-        return url
-    raise ValueError(f"--redis {url}: use redis://HOST:PORT/DB or unix:///PATH")
 
 
 @attrs.frozen

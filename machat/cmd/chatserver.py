@@ -6,17 +6,25 @@ import argparse
 import gc
 import logging
 import os
+import re
 import signal
+import socket
 import sqlite3
 import ssl
 import sys
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from ..address import parse_address
+from ..cluster.errors import ClusterUnavailable
+from ..cluster.url import check_url
 from ..config_file import ConfigError, given_on_command_line, keys_of, merge, read_config
 from ..server import ChatServer, ServerConfig
+
+if TYPE_CHECKING:
+    from ..cluster.backplane import ClusterConfig
 
 logger = logging.getLogger("machat.server")
 
@@ -79,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
         "MACHAT_PASSWORD in the environment does the same",
     )
     p.add_argument("--motd", default="", help="a message of the day shown after the welcome")
+    cluster = p.add_argument_group("cluster (several nodes as one server, through Redis)")
+    cluster.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join the cluster this Redis holds: redis://HOST:PORT/DB or unix:///PATH",
+    )
+    cluster.add_argument(
+        "--node",
+        metavar="NAME",
+        help="this node's name, unique in the cluster (default: HOST-PORT)",
+    )
+    cluster.add_argument(
+        "--presence-ttl",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a node that dies is noticed, and its users' names freed, within this (default 10)",
+    )
     p.add_argument(
         "--operator",
         dest="operators",
@@ -131,6 +157,52 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
         files = cert if key is None else f"{cert} and {key}"
         raise ValueError(f"cannot load the TLS certificate from {files}: {exc}") from None
     return context
+
+
+class StartupError(Exception):
+    """The server could not start; the text says why, in one line."""
+
+
+_NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+
+
+@attrs.frozen
+class ClusterOptions:
+    """``--redis``, ``--node``, ``--presence-ttl``; the node's default name needs the port."""
+
+    url: str
+    node: str | None
+    presence_ttl: float
+
+    def config(self, port: int, history_limit: int) -> ClusterConfig:
+        from ..cluster.backplane import ClusterConfig  # loads the Redis client
+
+        node = self.node
+        if node is None:  # HOST-PORT, or HOST-pPID for a port the system picks
+            host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).lstrip("_.-")
+            node = f"{host or 'node'}-{port or f'p{os.getpid()}'}"
+        return ClusterConfig(
+            url=self.url,
+            node=node,
+            presence_ttl=self.presence_ttl,
+            stream_length=history_limit,
+        )
+
+
+def cluster_from_args(args: argparse.Namespace) -> ClusterOptions | None:
+    if args.redis is None:
+        if args.node is not None:
+            raise ValueError("--node needs --redis")
+        return None
+    check_url(args.redis)
+    if args.node is not None and not _NODE_RE.fullmatch(args.node):
+        raise ValueError(
+            f"--node {args.node!r}: 1-64 letters, digits, '_', '.' or '-', not starting "
+            "with '_', '.' or '-'"
+        )
+    if not 1 <= args.presence_ttl <= 3600:
+        raise ValueError("--presence-ttl must be between 1 and 3600 seconds")
+    return ClusterOptions(args.redis, args.node, args.presence_ttl)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -233,8 +305,18 @@ class Reloader:
             logger.info("SIGHUP: re-read %s: %s", self.path, line)
 
 
-async def run_server(config: ServerConfig, reloader: Reloader | None = None) -> None:
-    server = ChatServer(config)
+async def run_server(
+    config: ServerConfig,
+    reloader: Reloader | None = None,
+    cluster: ClusterOptions | None = None,
+) -> None:
+    server: ChatServer
+    if cluster is None:
+        server = ChatServer(config)
+    else:
+        from ..cluster.node import ClusterServer  # loads the Redis client
+
+        server = ClusterServer(config, cluster.config(config.port, config.history_limit))
     server.open_archives()
     # Everything alive now (modules, the loaded history) lives as long as the
     # process: keep it out of the garbage collector's full passes, which would
@@ -271,8 +353,21 @@ async def run_server(config: ServerConfig, reloader: Reloader | None = None) -> 
                     server.shutdown()
 
             nursery.start_soon(watch_signals)
-            await server.serve(listeners)
+            await _serve(server, listeners)
             nursery.cancel_scope.cancel()
+
+
+async def _serve(server: ChatServer, listeners: list[trio.SocketListener]) -> None:
+    """`ChatServer.serve`; a node that cannot join its cluster raises `StartupError`."""
+    failure: BaseException | None = None
+    try:
+        await server.serve(listeners)
+    except* ClusterUnavailable as group:
+        failure = group
+        while isinstance(failure, BaseExceptionGroup):
+            failure = failure.exceptions[0]
+    if failure is not None:
+        raise StartupError(str(failure))
 
 
 def raise_open_file_limit() -> None:
@@ -303,15 +398,22 @@ def main(argv: list[str] | None = None) -> int:
         reloader = Reloader(args.config, parser, command_line, frozenset(pinned))
     try:
         config = config_from_args(args)
+        cluster = cluster_from_args(args)
     except (ValueError, OSError, ssl.SSLError) as exc:
         parser.error(str(exc))
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # coredis logs every retry and dropped connection at INFO (with tracebacks); the
+    # cluster says what matters itself, on the machat.cluster logger.
+    logging.getLogger("coredis").setLevel(max(logging.WARNING, logging.root.level))
     raise_open_file_limit()
     try:
-        trio.run(run_server, config, reloader)
+        trio.run(run_server, config, reloader, cluster)
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        return 1
     except OSError as exc:
         where = exc.filename or args.address
         logger.error("cannot start: %s: %s", where, exc.strerror or exc)

@@ -7,7 +7,8 @@ condition parks on an event that the listener sets, never on a fixed sleep.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import trio
 
 from machat.cluster import Backplane, ClusterConfig
 from machat.protocol import events as ev
-from tests.cluster.support import RedisProcess
+from tests.cluster.support import ROOT, NodeProcess, RedisProcess, node_command
 
 
 @pytest.fixture
@@ -107,3 +108,35 @@ async def start_node(
         return Node(backplane, recorder, scope)
 
     yield _start
+
+
+@pytest.fixture
+async def start_process(
+    nursery: trio.Nursery, redis: RedisProcess
+) -> AsyncIterator[Callable[..., Awaitable[NodeProcess]]]:
+    """``await start_process("a", "--presence-ttl", "2")``: a node as a real subprocess."""
+    processes: list[NodeProcess] = []
+
+    async def _start(name: str, *args: str, url: str | None = None) -> NodeProcess:
+        process = await trio.lowlevel.open_process(
+            node_command(url or redis.url, name, *args), stderr=subprocess.PIPE, cwd=ROOT
+        )
+        node = NodeProcess(process, name)
+        processes.append(node)
+        nursery.start_soon(node.read_log)
+        try:
+            with trio.fail_after(10):
+                await node.joined.wait()
+        except trio.TooSlowError:
+            raise AssertionError(f"node {name} did not join:\n" + "\n".join(node.log)) from None
+        return node
+
+    yield _start
+    for node in processes:
+        await node.close_clients()
+        if node.process.returncode is None:
+            node.process.kill()
+    with trio.move_on_after(10):
+        for node in processes:
+            await node.process.wait()
+            await node.ended.wait()

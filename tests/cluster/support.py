@@ -100,3 +100,66 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
     with trio.fail_after(within):
         while not await check():  # noqa: ASYNC110 (nothing here to wait on)
             await trio.sleep(0.02)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class NodeProcess:
+    """``python -m machat.cmd.chatserver --redis ...`` on 127.0.0.1 port 0, and its log."""
+
+    def __init__(self, process: trio.Process, name: str) -> None:
+        self.process = process
+        self.name = name
+        self.log: list[str] = []
+        self.port = 0
+        self.joined = trio.Event()
+        self.ended = trio.Event()
+        self.clients: list = []
+
+    async def read_log(self) -> None:
+        import re
+
+        assert self.process.stderr is not None
+        buffer = b""
+        try:
+            async for chunk in self.process.stderr:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace")
+                    self.log.append(text)
+                    found = re.search(r"listening on 127\.0\.0\.1 port (\d+)", text)
+                    if found:
+                        self.port = int(found[1])
+                    if "cluster: node" in text and "joined through Redis" in text:
+                        self.joined.set()
+        finally:
+            self.ended.set()
+
+    async def connect(self, name: str, room: str = "dev", **handshake: object):
+        from tests.helpers import LineClient
+
+        client = LineClient(await trio.open_tcp_stream("127.0.0.1", self.port))
+        self.clients.append(client)
+        await client.handshake(name, room, **handshake)
+        return client
+
+    async def close_clients(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+    async def join(self, name: str, room: str = "dev", **handshake: object):
+        """Connect, and read up to this client's own join notice."""
+        client = await self.connect(name, room, **handshake)
+        await client.expect(f"* {name} joined {room}")
+        return client
+
+
+def node_command(url: str, name: str, *args: str) -> list[str]:
+    import sys
+
+    return [
+        sys.executable, "-m", "machat.cmd.chatserver", "-a", "127.0.0.1:0", "--rate", "0",
+        "--redis", url, "--node", name, *args,
+    ]  # fmt: skip

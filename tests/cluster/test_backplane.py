@@ -24,12 +24,7 @@ async def held_by(redis, name: str, node: str) -> bool:
     return redis.cli("GET", f"machat:name:{name}").startswith(node + "\t")
 
 
-pytestmark = [
-    pytest.mark.cluster,
-    # coredis 6.9 leaves the memory streams of a connection attempt that failed
-    # (Redis down) unclosed; their __del__ warns.  Nothing else is ignored.
-    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning"),
-]
+pytestmark = pytest.mark.cluster
 
 
 async def test_one_order_for_concurrent_senders_on_three_nodes(start_node) -> None:

@@ -1,0 +1,417 @@
+"""A chat server that is one node of a cluster: `ChatServer` plus the `Backplane`.
+
+Without ``--redis`` none of this is used, so the single-node path is unchanged.  In a
+cluster the differences are these:
+
+- A room's task (`ClusterRoom`) sends each fan-out pass to Redis in one publish
+  call instead of numbering it itself; the pass comes back through the
+  subscription, in the cluster's order, and is then fanned out to this node's
+  members by the same `Room._deliver` the single node uses.  A pass Redis did not
+  take is refused at once with ``! ERROR 113`` to each of its senders.
+- Names are claimed cluster-wide before a member is registered or renamed.
+- ``/list``, ``/who``, ``/rooms``, ``/msg``, group messages, ``@ALL:``, ``/history``
+  and ``/stats`` ask the cluster.  Joins, leaves and renames are told to the other
+  nodes' members of the room.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+from ..protocol import commands as cmd
+from ..protocol import events as ev
+from ..protocol.errors import ChatError, ErrorCode
+from ..protocol.handshake import MAX_HISTORY, fold_name, validate_name
+from ..server.config import ServerConfig
+from ..server.handlers import settle
+from ..server.member import Member, deliver_event
+from ..server.room import Room
+from ..server.server import ChatServer, ServerStatistics
+from ..server.state import EventLog
+from .backplane import Backplane, BackplaneStatistics, ClusterConfig, ClusterUnavailable
+
+__all__ = ["ClusterRoom", "ClusterServer", "ClusterStatistics"]
+
+logger = logging.getLogger("machat.cluster")
+
+#: Seconds between attempts to open a room's subscription while Redis is away.
+OPEN_RETRY = 0.5
+
+
+def _refusal(exc: ClusterUnavailable) -> ChatError:
+    return ChatError(ErrorCode.CLUSTER_UNAVAILABLE, str(exc))
+
+
+class ClusterRoom(Room):
+    """A room whose order is the cluster's: passes go to Redis, deliveries come back."""
+
+    def __init__(self, name: str, *, backplane: Backplane, **options: Any) -> None:
+        super().__init__(name, **options)
+        self._backplane = backplane
+        self._open = False
+        #: The last id this room's own publishing was given.
+        self._published = 0
+        #: Barriers waiting for an id to be delivered.
+        self._waiters: list[tuple[int, trio.Event]] = []
+
+    async def run(self) -> None:
+        receive = self._receive
+        async with receive:
+            while True:
+                if not self._open:
+                    await self._try_open()
+                item = None
+                with trio.move_on_after(math.inf if self._open else OPEN_RETRY):
+                    try:
+                        item = await receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                if item is not None:
+                    # As in Room.run: readers woken in this tick join the pass.
+                    await trio.lowlevel.checkpoint()
+                    await self._publish_pass(self._take(item))
+
+    def close(self) -> None:
+        super().close()
+        self._backplane.close_room(self.name)
+
+    async def _try_open(self) -> None:
+        try:
+            last = await self._backplane.open_room(self.name)
+        except ClusterUnavailable:
+            return
+        self._open = True
+        if last > self.last_id:
+            self.last_id = last
+
+    async def _publish_pass(self, items: list[tuple[str, str | trio.Event]]) -> None:
+        lines: list[tuple[str, str]] = []
+        for sender, text in items:
+            if isinstance(text, trio.Event):  # a barrier: what came before goes first
+                await self._publish(lines)
+                lines = []
+                if self.last_id >= self._published:
+                    text.set()
+                else:
+                    self._waiters.append((self._published, text))
+                continue
+            lines.append((sender, text))
+        await self._publish(lines)
+
+    async def _publish(self, lines: list[tuple[str, str]]) -> None:
+        if not lines:
+            return
+        try:
+            if not self._open:
+                await self._backplane.open_room(self.name)
+                self._open = True
+            first = await self._backplane.publish(self.name, lines, floor=self.last_id)
+        except ClusterUnavailable as exc:
+            self._refuse(lines, str(exc))
+            return
+        self._published = first + len(lines) - 1
+
+    def _refuse(self, lines: list[tuple[str, str]], reason: str) -> None:
+        """None of these lines was accepted: each sender hears so at once."""
+        members = {fold_name(m.name): m for m in self.members}
+        error = f"{reason}; line not sent"
+        for sender, _ in lines:
+            member = members.get(fold_name(sender))
+            if member is not None:
+                member.send_event(ev.Error(ErrorCode.CLUSTER_UNAVAILABLE, error))
+
+    def deliver_cluster(self, messages: list[ev.Message]) -> None:
+        """Messages from the cluster, in id order: fan them out here."""
+        self.last_id = messages[-1].id
+        self._deliver(messages)
+        if self._waiters:
+            last = self.last_id
+            waiting = []
+            for target, event in self._waiters:
+                if target <= last:
+                    event.set()
+                else:
+                    waiting.append((target, event))
+            self._waiters = waiting
+
+
+class _ClusterLog:
+    """Hears the state's joins, leaves and renames; tells the cluster, then the
+    transcript (if any)."""
+
+    def __init__(self, backplane: Backplane, inner: EventLog | None) -> None:
+        self._backplane = backplane
+        self._inner = inner
+
+    def join(self, room: str, name: str) -> None:
+        self._backplane.set_room(name, room)
+        self._backplane.notice(room, ev.Join(room, name))
+        if self._inner is not None:
+            self._inner.join(room, name)
+
+    def leave(self, room: str, name: str, reason: str = "") -> None:
+        self._backplane.set_room(name, None)
+        self._backplane.notice(room, ev.Leave(room, name, reason))
+        if self._inner is not None:
+            self._inner.leave(room, name, reason)
+
+    def nick(self, room: str | None, old: str, new: str) -> None:
+        self._backplane.rename(old, new)
+        if room is not None:
+            self._backplane.notice(room, ev.Nick(old, new))
+        if self._inner is not None:
+            self._inner.nick(room, old, new)
+
+
+@attrs.frozen
+class ClusterStatistics:
+    """This node's figures, and the cluster's."""
+
+    node: ServerStatistics
+    backplane: BackplaneStatistics
+    nodes_alive: int
+    cluster_users: int
+    cluster_rooms: int
+
+    def format(self) -> str:
+        return (
+            f"{self.node.format()}; node {self.backplane.node}; cluster: "
+            f"{self.nodes_alive} nodes alive, {self.cluster_users} online, "
+            f"{self.cluster_rooms} rooms"
+        )
+
+
+class ClusterServer(ChatServer):
+    """`ChatServer` as one node of the cluster that ``cluster.url``'s Redis holds."""
+
+    def __init__(self, config: ServerConfig, cluster: ClusterConfig) -> None:
+        super().__init__(config)
+        self.backplane = Backplane(cluster, self)
+        state = self.state
+        state.room_factory = partial(ClusterRoom, backplane=self.backplane)
+        # The state tells its one event log of joins, leaves and renames: tee it.
+        state._log = _ClusterLog(self.backplane, state._log)
+        #: Members whose name this node claimed, until they leave.
+        self._claimed: dict[str, Member] = {}
+        self._commands: dict[type, Callable[[Member, Any], Any]] = {
+            cmd.Nick: self._nick,
+            cmd.ListUsers: self._list,
+            cmd.Who: self._who,
+            cmd.Rooms: self._rooms,
+            cmd.Msg: self._msg,
+            cmd.Broadcast: self._broadcast,
+            cmd.History: self._history,
+            cmd.Stats: self._stats,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join the cluster (raises ClusterUnavailable if Redis cannot be reached), then
+        serve as `ChatServer.run` does; leave the cluster after shutdown."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.backplane.run)
+            await super().run(task_status=task_status)
+            self.backplane.stop()
+
+    # -- names --------------------------------------------------------------------------
+
+    async def claim_name(self, member: Member) -> None:
+        if self.state.lookup(member.name) is not None:
+            return  # register refuses it, as on one node
+        try:
+            ok = await self.backplane.claim_name(member.name)
+        except ClusterUnavailable as exc:
+            raise _refusal(exc) from None
+        if not ok:
+            raise ChatError(
+                ErrorCode.NAME_IN_USE, f"name {member.name} is already in use; pick another"
+            )
+        self._claimed[fold_name(member.name)] = member
+
+    def _release(self, member: Member, name: str) -> None:
+        key = fold_name(name)
+        if self._claimed.get(key) is member:
+            del self._claimed[key]
+            self.backplane.release_name(name)
+
+    async def admit(self, member: Member, handshake: Any) -> None:
+        try:
+            await super().admit(member, handshake)
+        except BaseException:
+            self._release(member, member.name)
+            raise
+
+    def leave(self, member: Member, reason: str) -> None:
+        super().leave(member, reason)
+        self._release(member, member.name)
+
+    # -- history ------------------------------------------------------------------------
+
+    async def read_recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
+        try:
+            return await self.backplane.recent(room, min(count, MAX_HISTORY))
+        except ClusterUnavailable as exc:
+            raise _refusal(exc) from None
+
+    async def read_since(self, room: str, id: int) -> tuple[tuple[ev.Message, ...], bool]:
+        try:
+            return await self.backplane.since(room, id, self.config.history_limit)
+        except ClusterUnavailable as exc:
+            raise _refusal(exc) from None
+
+    # -- commands that ask the cluster --------------------------------------------------
+
+    async def dispatch(self, member: Member, text: str) -> str | None:
+        if text[:1] in ("/", "@"):  # room lines (the hot path) go straight on
+            command = cmd.parse_line(text)
+            handler = self._commands.get(type(command))
+            if handler is not None:
+                try:
+                    await handler(member, command)
+                except ClusterUnavailable as exc:
+                    raise _refusal(exc) from None
+                return None
+        return await super().dispatch(member, text)
+
+    async def _nick(self, member: Member, c: cmd.Nick) -> None:
+        await settle(member)
+        validate_name(c.name)
+        holder = self.state.lookup(c.name)
+        if holder is not None or fold_name(c.name) == fold_name(member.name):
+            self.state.rename(member, c.name)  # refuses another's name, as on one node
+            return
+        old = member.name
+        if not await self.backplane.claim_name(c.name):
+            raise ChatError(ErrorCode.NAME_IN_USE, f"name {c.name} is already in use; pick another")
+        if self.state.lookup(old) is not member:  # it left while we asked
+            self.backplane.release_name(c.name)
+            return
+        self.state.rename(member, c.name)
+        self._claimed.pop(fold_name(old), None)
+        self._claimed[fold_name(c.name)] = member
+
+    async def _list(self, member: Member, c: cmd.ListUsers) -> None:
+        roster = await self.backplane.roster()
+        names = sorted((name for name, _, _ in roster.users), key=str.casefold)
+        member.send_event(ev.Users(tuple(names)))
+
+    async def _who(self, member: Member, c: cmd.Who) -> None:
+        if c.room is None:
+            if member.room is None:
+                raise ChatError(ErrorCode.INVALID_ROOM, f"no such room: {c.room}")
+            wanted = member.room.name
+        else:
+            wanted = c.room
+        key = fold_name(wanted)
+        roster = await self.backplane.roster()
+        here = (name for name, room, _ in roster.users if fold_name(room) == key)
+        names = sorted(here, key=str.casefold)
+        local = self.state.rooms.get(key)
+        if not names and local is None:
+            raise ChatError(ErrorCode.INVALID_ROOM, f"no such room: {c.room}")
+        spelled = local.name if local is not None else roster.rooms()[key][0]
+        member.send_event(ev.Members(spelled, tuple(names)))
+
+    async def _rooms(self, member: Member, c: cmd.Rooms) -> None:
+        rooms = (await self.backplane.roster()).rooms()
+        for key, room in self.state.rooms.items():  # this node's spelling
+            if key in rooms:
+                rooms[key] = (room.name, rooms[key][1])
+        listing = sorted(rooms.values(), key=lambda r: r[0].casefold())
+        member.send_event(ev.RoomList(tuple(listing)))
+
+    async def _msg(self, member: Member, c: cmd.Msg) -> None:
+        backplane = self.backplane
+        people = [t for t in c.targets if not t.startswith("#")]
+        delivered: list[str] = []
+        unknown: list[str] = []
+        if people:
+            found = await backplane.route(member.name, people, c.text)
+            for target, spelled in zip(people, found, strict=True):
+                if spelled is None:
+                    unknown.append(target)
+                else:
+                    delivered.append(spelled)
+        for target in c.targets:
+            if not target.startswith("#"):
+                continue
+            group = self.state.groups.get(fold_name(target))
+            if group is None:
+                unknown.append(target)
+                continue
+            me = fold_name(member.name)
+            others = [n for n in group.members if fold_name(n) != me]
+            if others:
+                found = await backplane.route(member.name, others, c.text, group=group.name)
+                unknown += [n for n, spelled in zip(others, found, strict=True) if spelled is None]
+            member.send_event(ev.GroupMessage(group.name, member.name, c.text, time.time()))
+        if delivered:
+            member.send_event(ev.Sent(tuple(delivered)))
+        if unknown:
+            raise ChatError(
+                ErrorCode.NO_SUCH_RECIPIENT,
+                f"unable to send: no such user or group: {', '.join(unknown)}",
+            )
+
+    async def _broadcast(self, member: Member, c: cmd.Broadcast) -> None:
+        event = ev.Broadcast(member.name, c.text, time.time())
+        await self.backplane.broadcast(event)
+        deliver_event(self.state.users.values(), event)
+
+    async def _history(self, member: Member, c: cmd.History) -> None:
+        room = member.room
+        if room is not None:
+            member.send_event(ev.History(room.name, await self.read_recent(room.name, c.count)))
+
+    async def _stats(self, member: Member, c: cmd.Stats) -> None:
+        member.send_event(ev.Info((await self.cluster_statistics()).format()))
+
+    async def cluster_statistics(self) -> ClusterStatistics:
+        """This node's figures and the cluster's.  Raises ClusterUnavailable."""
+        roster = await self.backplane.roster()
+        return ClusterStatistics(
+            node=self.statistics(),
+            backplane=self.backplane.statistics(),
+            nodes_alive=len(roster.nodes),
+            cluster_users=len(roster.users),
+            cluster_rooms=len(roster.rooms()),
+        )
+
+    # -- the Listener: what the backplane tells this node ------------------------------
+
+    def room_messages(self, room_key: str, messages: list[ev.Message]) -> None:
+        room = self.state.rooms.get(room_key)
+        if isinstance(room, ClusterRoom):
+            room.deliver_cluster(messages)
+
+    def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
+        room = self.state.rooms.get(room_key)
+        if room is not None:
+            room.broadcast_event(event)
+
+    def direct(self, event: ev.Private | ev.GroupMessage, names: list[str]) -> None:
+        members = [m for m in map(self.state.lookup, dict.fromkeys(names)) if m is not None]
+        deliver_event(members, event)
+
+    def broadcast(self, event: ev.Broadcast) -> None:
+        deliver_event(self.state.users.values(), event)
+
+    def node_gone(self, node: str, users: Sequence[tuple[str, str]]) -> None:
+        for name, room_name in users:
+            room = self.state.rooms.get(fold_name(room_name)) if room_name else None
+            if room is not None:
+                room.broadcast_event(ev.Leave(room.name, name, "connection lost"))
+
+    def names_lost(self, names: Sequence[str], reason: str) -> None:
+        for name in names:
+            member = self.state.lookup(name)
+            if member is not None:
+                self._claimed.pop(fold_name(name), None)
+                member.evict(ErrorCode.CLUSTER_UNAVAILABLE, reason)

@@ -1,0 +1,330 @@
+"""Nodes as real subprocesses sharing one real redis-server: the issue's failure cases.
+
+Rules: nodes are ``python -m machat.cmd.chatserver --redis ...`` on 127.0.0.1 port 0;
+Redis is a real process on a Unix socket (or a loopback port); every wait is bounded
+by ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from tests.cluster.support import ROOT, RedisProcess, free_port, node_command
+from tests.helpers import LineClient
+
+pytestmark = pytest.mark.cluster
+
+
+async def messages(client: LineClient, count: int) -> list[dict]:
+    """The next ``count`` room messages (JSON), skipping everything else."""
+    out = []
+    while len(out) < count:
+        obj = await client.json()
+        if obj["type"] == "message":
+            out.append(obj)
+    return out
+
+
+async def json_member(node, name: str, room: str = "dev", **extra: object) -> LineClient:
+    client = await node.connect(name, room, format="json", **extra)
+    while await client.json() != {"type": "join", "room": room, "name": name}:
+        pass
+    return client
+
+
+async def test_three_nodes_give_concurrent_senders_one_order(start_process) -> None:
+    nodes = [await start_process(n) for n in ("a", "b", "c")]
+    with trio.fail_after(20):
+        clients = [await json_member(node, f"U{i}") for i, node in enumerate(nodes)]
+        async with trio.open_nursery() as nursery:
+            for i, client in enumerate(clients):
+                nursery.start_soon(client.send, *(f"{i}:{k}" for k in range(30)))
+        seen = [await messages(client, 90) for client in clients]
+    orders = [[(m["id"], m["from"], m["text"]) for m in s] for s in seen]
+    assert orders[0] == orders[1] == orders[2]
+    ids = [m[0] for m in orders[0]]
+    assert ids == list(range(ids[0], ids[0] + 90))
+    for i in range(3):  # each sender's own lines in the order sent
+        assert [t for _, f, t in orders[0] if f == f"U{i}"] == [f"{i}:{k}" for k in range(30)]
+
+
+async def test_two_nodes_racing_for_a_name_one_wins(start_process) -> None:
+    a, b = await start_process("a"), await start_process("b")
+    with trio.fail_after(20):
+        for attempt in range(8):
+            replies: list[str] = []
+
+            async def hello(node, name: str, replies: list[str] = replies) -> None:
+                client = await node.connect(name)
+                replies.append(await client.line())
+                await client.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hello, a, f"Racer{attempt}")
+                nursery.start_soon(hello, b, f"racer{attempt}")
+            welcomes = [r for r in replies if r.startswith("* Welcome")]
+            refusals = [r for r in replies if r.startswith("! ERROR 101 ")]
+            assert len(welcomes) == 1 and len(refusals) == 1, replies
+        # /nick races too.
+        mina, bob = await a.join("Mina"), await b.join("Bob")
+        await mina.send("/nick Winner")
+        await bob.send("/nick WINNER")
+        outcomes = [await mina.expect_prefix("* Mina is now known as Winner")]
+        error = await bob.expect_prefix("! ERROR 101")
+        assert "WINNER" in error and outcomes
+
+
+async def test_private_group_and_all_across_nodes(start_process) -> None:
+    a, b = await start_process("a"), await start_process("b")
+    with trio.fail_after(20):
+        mina = await a.join("Mina")
+        bob, eve = await b.join("Bob"), await b.join("Eve", "ops")
+        await mina.send("/msg bob,Ghost psst")
+        assert await bob.expect_prefix("[private]") == "[private] Mina:psst"
+        assert await mina.expect_prefix("* sent") == "* sent to Bob"
+        assert await mina.expect_prefix("! ERROR") == (
+            "! ERROR 102 unable to send: no such user or group: Ghost"
+        )
+        await mina.send("@Eve: hi there")
+        assert await eve.expect_prefix("[private]") == "[private] Mina:hi there"
+        await mina.send("/group #team Bob,Eve", "/msg #team standup")
+        for client in (bob, eve, mina):
+            assert await client.expect_prefix("[#team]") == "[#team] Mina:standup"
+        await bob.send("@ALL: lunch")
+        for client in (mina, bob, eve):
+            assert await client.expect_prefix("[all]") == "[all] Bob:lunch"
+
+
+async def test_notices_and_listings_cover_the_cluster(start_process) -> None:
+    a, b = await start_process("a"), await start_process("b")
+    with trio.fail_after(20):
+        mina = await a.join("Mina")
+        bob = await b.join("Bob")
+        assert await mina.expect_prefix("* Bob") == "* Bob joined dev"
+        await bob.send("/nick Bobby")
+        assert await mina.expect_prefix("* Bob") == "* Bob is now known as Bobby"
+        eve = await b.join("Eve", "ops")
+        await mina.send("/list", "/who", "/who ops", "/rooms", "/stats")
+        assert await mina.expect_prefix("* users") == "* users: Bobby, Eve, Mina"
+        assert await mina.expect_prefix("* dev") == "* dev: Bobby, Mina"
+        assert await mina.expect_prefix("* ops") == "* ops: Eve"
+        assert await mina.expect_prefix("* rooms") == "* rooms: dev (2), ops (1)"
+        stats = await mina.expect_prefix("* stats")
+        assert "node a; cluster: 2 nodes alive, 3 online, 2 rooms" in stats
+        await eve.send("/join dev")
+        assert await mina.expect_prefix("* Eve") == "* Eve joined dev"
+        await bob.send("/quit gone fishing")
+        assert await mina.expect_prefix("* Bobby") == "* Bobby left dev (gone fishing)"
+
+
+async def test_a_killed_node_vanishes_within_the_ttl(start_process) -> None:
+    ttl = 2.0
+    a = await start_process("a", "--presence-ttl", str(ttl))
+    b = await start_process("b", "--presence-ttl", str(ttl))
+    with trio.fail_after(20):
+        mina = await a.join("Mina")
+        await b.join("Bob")
+        await mina.expect("* Bob joined dev")
+        killed = trio.current_time()
+        b.process.kill()  # SIGKILL
+        assert await mina.expect_prefix("* Bob") == "* Bob left dev (connection lost)"
+        assert trio.current_time() - killed <= ttl
+        await mina.send("/list", "/who")
+        assert await mina.expect_prefix("* users") == "* users: Mina"
+        assert await mina.expect_prefix("* dev") == "* dev: Mina"
+        await a.join("Bob")  # the name is free again
+
+
+async def probe(sender: LineClient, text: str) -> bool:
+    """Say ``text``; True if the room echoed it, False if it was refused with 113."""
+    await sender.send(text)
+    while True:
+        obj = await sender.json()
+        if obj["type"] == "message" and obj["text"] == text:
+            return True
+        if obj["type"] == "error":
+            assert obj["code"] == 113 and obj["message"].startswith("cluster unavailable: ")
+            return False
+
+
+@pytest.mark.parametrize("keep_data", [True, False], ids=["with-data", "empty"])
+async def test_a_redis_restart_loses_nothing_accepted(
+    start_process, redis: RedisProcess, keep_data: bool
+) -> None:
+    a, b = await start_process("a"), await start_process("b")
+    with trio.fail_after(30):
+        mina = await json_member(a, "Mina")
+        bob = await json_member(b, "Bob")
+        assert await probe(mina, "before")
+        redis.stop(save=keep_data)
+        refused_at = trio.current_time()
+        assert not await probe(mina, "during")  # refused at once
+        assert trio.current_time() - refused_at < 1.0
+        await trio.sleep(0.5)  # an outage, not a blip
+        redis.start()
+        back = trio.current_time()
+        accepted, k = [], 0
+        while not accepted or trio.current_time() - back < 1.0:
+            k += 1
+            if await probe(mina, f"after{k}"):
+                accepted.append(f"after{k}")
+            else:
+                await trio.sleep(0.1)
+        assert trio.current_time() - back < 5.0 + 1.0
+        seen = await messages(bob, 1 + len(accepted))
+        assert [m["text"] for m in seen] == ["before", *accepted]  # no gap, no duplicate
+        ids = [m["id"] for m in seen]
+        assert ids == sorted(set(ids))
+        if keep_data:
+            assert ids[1] == ids[0] + 1
+        # Presence came back: b lists Mina, and her name is still hers.
+        await bob.send("/list")
+        while (obj := await bob.json())["type"] != "users":
+            pass
+        assert obj["names"] == ["Bob", "Mina"]
+        refused = await b.connect("mina")
+        assert (await refused.line()).startswith("! ERROR 101")
+
+
+async def test_a_dropped_subscription_catches_up(start_process, redis: RedisProcess) -> None:
+    a, b = await start_process("a"), await start_process("b")
+    with trio.fail_after(30):
+        mina = await json_member(a, "Mina")
+        bob = await json_member(b, "Bob")
+        count = 300
+
+        async def send() -> None:
+            for k in range(0, count, 10):
+                await mina.send(*(f"m{i}" for i in range(k, k + 10)))
+                await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            for _ in range(4):
+                await trio.sleep(0.07)
+                redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        seen = await messages(bob, count)
+        assert [m["text"] for m in seen] == [f"m{i}" for i in range(count)]
+        ids = [m["id"] for m in seen]
+        assert ids == list(range(ids[0], ids[0] + count))
+
+
+async def test_since_resumes_on_another_node(start_process) -> None:
+    a, b = await start_process("a"), await start_process("b")
+    with trio.fail_after(20):
+        mina = await json_member(a, "Mina")
+        bob = await json_member(b, "Bob")
+        await bob.send("one", "two")
+        last = (await messages(mina, 2))[-1]["id"]
+        await mina.aclose()
+        await bob.send("three", "four")
+        await messages(bob, 4)
+        again = await b.connect("Mina", "dev", format="json", since=last)
+        while (obj := await again.json())["type"] != "history":
+            pass
+        assert [m["text"] for m in obj["messages"]] == ["three", "four"]
+        assert obj.get("complete", True) is True
+        await again.send("/history 3")
+        while (obj := await again.json())["type"] != "history":
+            pass
+        assert [m["text"] for m in obj["messages"]] == ["two", "three", "four"]
+
+
+@pytest.mark.parametrize("scheme", ["unix", "tcp"])
+async def test_a_dead_redis_at_start_is_one_clear_line(tmp_path, scheme: str) -> None:
+    url = (
+        f"unix://{tmp_path}/none.sock" if scheme == "unix" else f"redis://127.0.0.1:{free_port()}/0"
+    )
+    started = trio.current_time()
+    result = await trio.run_process(
+        node_command(url, "a"), capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
+    )
+    assert trio.current_time() - started < 5.0
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.decode().splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and url in errors[0], result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "args", [["--redis", "http://x"], ["--node", "a"], ["--redis", "unix:///x", "--node", "-a"]]
+)
+def test_bad_cluster_flags_are_refused(args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "machat.cmd.chatserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2 and "error:" in result.stderr
+
+
+class Proxy:
+    """A TCP relay to Redis that the test can cut, as a network partition would."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.scope = trio.CancelScope()
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> None:
+        with self.scope:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            self.port = listeners[0].socket.getsockname()[1]
+            await trio.serve_listeners(self._relay, listeners, task_status=task_status)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        async with client, await trio.open_tcp_stream("127.0.0.1", self.target_port) as server:
+
+            async def pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+                try:
+                    while data := await source.receive_some(65536):
+                        await sink.send_all(data)
+                except trio.BrokenResourceError:
+                    pass
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, client, server)
+                nursery.start_soon(pump, server, client)
+
+    def cut(self) -> None:
+        self.scope.cancel()
+
+
+async def test_a_node_cut_off_longer_than_the_ttl_gives_up_its_users(
+    start_process, nursery: trio.Nursery, tmp_path
+) -> None:
+    redis = RedisProcess(tmp_path / "tcp-redis", tcp=True)
+    redis.start()
+    try:
+        proxy = Proxy(redis.port)
+        await nursery.start(proxy.run)
+        ttl = 3.0
+        a = await start_process("a", "--presence-ttl", str(ttl), url=redis.url)
+        b = await start_process(
+            "b", "--presence-ttl", str(ttl), url=f"redis://127.0.0.1:{proxy.port}/0"
+        )
+        with trio.fail_after(20):
+            mina = await a.join("Mina")
+            bob = await b.join("Bob")
+            await mina.expect("* Bob joined dev")
+            cut = trio.current_time()
+            proxy.cut()
+            lines = await bob.until_closed()
+            assert trio.current_time() - cut <= ttl
+            assert (
+                [line for line in lines if line.startswith("! ERROR")]
+                == [line for line in lines if line.startswith("! ERROR 113 cluster unavailable: ")]
+                != []
+            )
+            assert await mina.expect_prefix("* Bob") == "* Bob left dev (connection lost)"
+            assert trio.current_time() - cut <= ttl + 0.5
+            await a.join("Bob")  # nobody holds the name twice
+            assert b.process.returncode is None  # the node itself carries on
+    finally:
+        redis.kill()
