@@ -30,8 +30,8 @@ from ..protocol import commands as cmd
 from ..protocol import events as ev
 from ..protocol.errors import ChatError, ErrorCode
 from ..protocol.handshake import MAX_HISTORY, fold_name, validate_name
+from ..server import admin
 from ..server.config import ServerConfig
-from ..server.handlers import settle
 from ..server.member import Member, deliver_event
 from ..server.room import Room
 from ..server.server import ChatServer, ServerStatistics
@@ -202,7 +202,6 @@ class ClusterServer(ChatServer):
         #: Members whose name this node claimed, until they leave.
         self._claimed: dict[str, Member] = {}
         self._commands: dict[type, Callable[[Member, Any], Any]] = {
-            cmd.Nick: self._nick,
             cmd.ListUsers: self._list,
             cmd.Who: self._who,
             cmd.Rooms: self._rooms,
@@ -270,32 +269,42 @@ class ClusterServer(ChatServer):
 
     async def dispatch(self, member: Member, text: str) -> str | None:
         if text[:1] in ("/", "@"):  # room lines (the hot path) go straight on
+            if admin.removed(self, member):
+                return "removed"
             command = cmd.parse_line(text)
-            handler = self._commands.get(type(command))
-            if handler is not None:
-                try:
+            try:
+                if type(command) is cmd.Nick:
+                    await self._nick(member, command, text)
+                    return None
+                handler = self._commands.get(type(command))
+                if handler is not None:
                     await handler(member, command)
-                except ClusterUnavailable as exc:
-                    raise _refusal(exc) from None
-                return None
+                    return None
+            except ClusterUnavailable as exc:
+                raise _refusal(exc) from None
         return await super().dispatch(member, text)
 
-    async def _nick(self, member: Member, c: cmd.Nick) -> None:
-        await settle(member)
-        validate_name(c.name)
-        holder = self.state.lookup(c.name)
-        if holder is not None or fold_name(c.name) == fold_name(member.name):
-            self.state.rename(member, c.name)  # refuses another's name, as on one node
+    async def _nick(self, member: Member, c: cmd.Nick, text: str) -> None:
+        """Claim the new name cluster-wide, then rename as one node does (with its
+        checks: bans, mutes, registered names); give the claim back if that refuses."""
+        key = fold_name(c.name)
+        if key == fold_name(member.name) or self.state.lookup(c.name) is not None:
+            await super().dispatch(member, text)  # decided here, as on one node
             return
-        old = member.name
+        validate_name(c.name)
         if not await self.backplane.claim_name(c.name):
             raise ChatError(ErrorCode.NAME_IN_USE, f"name {c.name} is already in use; pick another")
-        if self.state.lookup(old) is not member:  # it left while we asked
-            self.backplane.release_name(c.name)
-            return
-        self.state.rename(member, c.name)
-        self._claimed.pop(fold_name(old), None)
-        self._claimed[fold_name(c.name)] = member
+        old = member.name
+        renamed = False
+        try:
+            await super().dispatch(member, text)
+            renamed = fold_name(member.name) == key and self.state.lookup(c.name) is member
+        finally:
+            if renamed:
+                self._claimed.pop(fold_name(old), None)
+                self._claimed[key] = member
+            else:
+                self.backplane.release_name(c.name)
 
     async def _list(self, member: Member, c: cmd.ListUsers) -> None:
         roster = await self.backplane.roster()
@@ -325,7 +334,13 @@ class ClusterServer(ChatServer):
             if key in rooms:
                 rooms[key] = (room.name, rooms[key][1])
         listing = sorted(rooms.values(), key=lambda r: r[0].casefold())
-        member.send_event(ev.RoomList(tuple(listing)))
+        topics = ((name, self.moderation.topic(name)) for name, _ in listing)
+        member.send_event(
+            ev.RoomList(
+                tuple(listing),
+                tuple((name, topic.text) for name, topic in topics if topic is not None),
+            )
+        )
 
     async def _msg(self, member: Member, c: cmd.Msg) -> None:
         backplane = self.backplane
@@ -361,6 +376,7 @@ class ClusterServer(ChatServer):
             )
 
     async def _broadcast(self, member: Member, c: cmd.Broadcast) -> None:
+        admin.check_speech(self, member)
         event = ev.Broadcast(member.name, c.text, time.time())
         await self.backplane.broadcast(event)
         deliver_event(self.state.users.values(), event)

@@ -353,21 +353,21 @@ async def run_server(
                     server.shutdown()
 
             nursery.start_soon(watch_signals)
-            await _serve(server, listeners)
+            await server.serve(listeners)
             nursery.cancel_scope.cancel()
 
 
-async def _serve(server: ChatServer, listeners: list[trio.SocketListener]) -> None:
-    """`ChatServer.serve`; a node that cannot join its cluster raises `StartupError`."""
-    failure: BaseException | None = None
+def serve_forever(
+    config: ServerConfig, reloader: Reloader | None, cluster: ClusterOptions | None
+) -> None:
+    """`run_server` under trio; a node that cannot join its cluster: `StartupError`."""
     try:
-        await server.serve(listeners)
+        trio.run(run_server, config, reloader, cluster)
     except* ClusterUnavailable as group:
-        failure = group
+        failure: BaseException = group
         while isinstance(failure, BaseExceptionGroup):
             failure = failure.exceptions[0]
-    if failure is not None:
-        raise StartupError(str(failure))
+        raise StartupError(str(failure)) from None
 
 
 def raise_open_file_limit() -> None:
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("coredis").setLevel(max(logging.WARNING, logging.root.level))
     raise_open_file_limit()
     try:
-        trio.run(run_server, config, reloader, cluster)
+        serve_forever(config, reloader, cluster)
     except StartupError as exc:
         logger.error("cannot start: %s", exc)
         return 1
