@@ -110,7 +110,7 @@ def tables(
                     s["scenario"] + flag,
                     s["target"],
                     str(s["runs"]),
-                    _num(s["connections"], "d"),
+                    _num(s["connections"], ".0f"),
                     _num(s["kib_per_conn"], ".1f"),
                     " / ".join(
                         _num(s[k] and s[k] / 1024, ".1f")
@@ -164,7 +164,7 @@ def tables(
             markdown,
         )
     if idle_rows:
-        out += [""] + _table(
+        out += ([""] if out else []) + _table(
             [
                 "scenario",
                 "target",

@@ -365,6 +365,17 @@ def present(
     quick, repeat = config["quick"], config["repeat"]
     summary = report.summarise(records)
     targets_met = report.checks(summary)
+    # The measurements are saved first: a bug in what follows must not lose them.
+    results = {
+        "config": config,
+        "summary": summary,
+        "targets": [
+            dict(zip(("what", "value", "goal", "verdict"), c, strict=True)) for c in targets_met
+        ],
+        "runs": [r.to_json() for r in records],
+    }
+    if not args.from_json:
+        args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print()
     for line in report.tables(summary, plan_scenarios):
         print(line)
@@ -381,18 +392,9 @@ def present(
         f"\n{len(records)} runs in {config['wall_s']} s; load average at the end "
         + " ".join(f"{x:.2f}" for x in config["loadavg_at_end"])
     )
-
-    results = {
-        "config": config,
-        "summary": summary,
-        "targets": [
-            dict(zip(("what", "value", "goal", "verdict"), c, strict=True)) for c in targets_met
-        ],
-        "runs": [r.to_json() for r in records],
-    }
     if not args.from_json:
-        args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
         print(f"results: {args.out}")
+
     if args.markdown:
         md = report.tables(summary, plan_scenarios, markdown=True)
         md += ["", "| check | measured (medians) | goal | verdict |", "| --- | --- | --- | --- |"]

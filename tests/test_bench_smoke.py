@@ -170,3 +170,31 @@ def test_a_target_of_two_processes(tmp_path: Path, monkeypatch) -> None:
         per_pid = raw["server"]["after_hold"]["per_pid"]
         assert [p["pid"] for p in per_pid] == list(running.pids)
         assert all(p["fds"] >= 20 for p in per_pid)  # half the clients on each process
+
+
+def test_medians_over_an_even_number_of_runs_print(monkeypatch) -> None:
+    """Two repetitions give medians that are halves (200 and 201 connections: 200.5)."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import generators
+    import report
+    import scenarios
+
+    idle = next(s for s in scenarios.scenarios(quick=True) if s.name == "idle")
+    runs = [
+        generators.Record(
+            "idle",
+            "machat",
+            i,
+            "loadgen-c",
+            ok=True,
+            connections=200 + i,
+            kib_per_conn=7.0 + i,
+            rss_growth_pct=0.0,
+            lost=None,
+        )
+        for i in range(2)
+    ]
+    (row,) = report.summarise(runs)
+    assert (row["runs"], row["connections"], row["kib_per_conn"]) == (2, 200.5, 7.5)
+    lines = report.tables([row], [idle])
+    assert lines[2].split()[:5] == ["idle", "machat", "2", "200", "7.5"]
