@@ -131,6 +131,7 @@ class TcpClient:
     """A line client over a plain socket (the terminal client's view)."""
 
     def __init__(self, port: int, name: str, room: str = "dev") -> None:
+        self.name = name
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         self.file = self.sock.makefile("rb")
         self.sock.sendall(f'{{"name": "{name}", "room": "{room}"}}\n'.encode())
