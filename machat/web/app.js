@@ -19,6 +19,7 @@
     name: "", // who we are (the server's spelling, after /nick too)
     room: "", // the room we are in
     password: "",
+    auth: "", // the password of a registered name (the handshake's "auth")
     ws: null,
     connected: false, // welcome received on the current socket
     everConnected: false,
@@ -401,6 +402,7 @@
       if (ws !== state.ws) return;
       const handshake = { name: state.name, room: state.room, format: "json" };
       if (state.password) handshake.password = state.password;
+      if (state.auth) handshake.auth = state.auth;
       const b = state.buffers.get(roomKey(state.room));
       if (b && b.lastId) handshake.since = b.lastId;
       else handshake.history = HISTORY_ON_JOIN;
@@ -633,7 +635,7 @@
         return;
       }
       if (code === 109 && state.everConnected) return; // full: the backoff retries
-      state.leaving = !state.everConnected || [100, 104, 106, 107].includes(code);
+      state.leaving = !state.everConnected || [100, 104, 106, 107, 114, 117].includes(code);
       state.everConnected = state.everConnected && !state.leaving;
       backToJoin(text);
       return;
@@ -776,6 +778,7 @@
       state.name = $("join-name").value.trim();
       state.room = $("join-room").value.trim() || "lounge";
       state.password = $("join-password").value;
+      state.auth = $("join-auth").value;
       state.leaving = false;
       state.everConnected = false;
       state.attempt = 0;

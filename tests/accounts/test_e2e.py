@@ -436,3 +436,24 @@ async def test_exit_when_empty(setup: Setup) -> None:
         await bob.until_closed()
         await chat.stopped.wait()  # serve() returned by itself
         assert chat.server.shutting_down
+
+
+async def test_a_websocket_client_logs_in_with_auth(chat: Chat) -> None:
+    """What the web client does: the handshake's auth over WebSocket, on the chat port."""
+    from tests.web.conftest import WsClient
+
+    url = f"ws://127.0.0.1:{chat.port}/mychat"
+    with trio.fail_after(20):
+        await register(chat, "Mina", "correct-horse")
+        refused = await WsClient.open(url)
+        await refused.send(json.dumps({"name": "Mina", "room": "dev"}))
+        lines, _ = await refused.closed()
+        assert lines == [AUTH_NEEDED.format("Mina")]
+        mina = await WsClient.open(url)
+        try:
+            await mina.send(json.dumps({"name": "Mina", "room": "dev", "auth": "correct-horse"}))
+            await mina.expect("* Mina joined dev")
+            await mina.send("/topic from the web")
+            await mina.expect("* topic of dev: from the web (set by Mina)")
+        finally:
+            await mina.close()
