@@ -9,9 +9,13 @@ Rules: memory streams only, an autojump clock (`ui_clock`), every wait bounded b
 from __future__ import annotations
 
 import collections
+import logging
+import os
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -19,10 +23,14 @@ import pytest
 import trio
 import trio.testing
 import urwid
+import urwid.testing
 from urwid.display.common import BaseScreen
 
 from machat.client.ui.logic import display_width, nick_colour
 from machat.client.ui.runner import BACKOFF, CannotConnect, UIOptions, run_ui
+from machat.client.ui.view import ChatView
+from machat.protocol import events as ev
+from machat.protocol.errors import ErrorCode
 from machat.protocol.handshake import Handshake
 from machat.server import ChatServer, ServerConfig
 from tests.helpers import LineClient
@@ -390,6 +398,32 @@ async def test_resizing_and_the_member_list(ui_clock: trio.testing.MockClock, ch
         await chat.screen.wait_text(r"dev \(3\)")
 
 
+async def test_join_moves_the_member_list(ui_clock: trio.testing.MockClock, chat: Chat) -> None:
+    chat.screen.size = (120, 20)
+    with trio.fail_after(WAIT):
+        await chat.join("Bob")
+        eve = await chat.join("Eve", "ops")
+        await chat.started()
+        await chat.screen.wait_text(r"dev \(2\)")
+        chat.screen.type("/join ops")
+        chat.screen.press("enter")
+        await chat.screen.wait_text(r"\[connected\] ops │ Mina")
+        await chat.screen.wait_text(r"ops \(2\)")
+        assert re.search(r"Eve\s*$", chat.screen.text, re.MULTILINE)
+        await eve.expect("* Mina joined ops")
+        # The /who the UI asked for itself is not shown as a notice.
+        assert "ops: Eve, Mina" not in chat.screen.text
+
+
+async def test_warnings_are_shown_in_the_pane(ui_clock: trio.testing.MockClock, chat: Chat) -> None:
+    with trio.fail_after(WAIT):
+        await chat.started()
+        logging.getLogger("machat.test").warning("disk on fire")
+        chat.screen.press("f2")  # any redraw
+        await chat.screen.wait_text(r"warning: disk on fire")
+        assert chat.screen.attrs_of("warning: disk on fire") == {"error"}
+
+
 async def test_quit_command_and_ctrl_c(ui_clock: trio.testing.MockClock, chat: Chat) -> None:
     with trio.fail_after(WAIT):
         bob = await chat.join("Bob")
@@ -536,3 +570,61 @@ async def test_backoff_grows_while_the_server_is_away(
         assert chat.screen.text.count("cannot connect to test: Connection refused") >= 3
         chat.refuse = False
         await chat.screen.wait_text(r"\[connected\]")
+
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "tui-screenshot.txt"
+
+
+def screenshot_scene() -> list[str]:
+    """A fixed scene, rendered at 100x24: the README's screenshot."""
+    day = 1764590400.0  # 2025-12-01 12:00 UTC
+    view = ChatView("Mina", "dev", send=lambda line: None, quit=lambda: None, now=lambda: day - 120)
+    view.set_connection("connected")
+    events: list[Any] = [
+        ev.Welcome("Mina", "dev", "be kind; logs are kept for a week"),
+        ev.History(
+            "dev",
+            (
+                ev.Message("dev", "Bob", "the deploy is green", 41, day - 86400 + 3600),
+                ev.Message("dev", "Eve", "thanks! 🎉", 42, day - 86400 + 3700),
+            ),
+        ),
+        ev.Join("dev", "Mina"),
+        ev.Members("dev", ("Bob", "Eve", "Mina", "Zed")),
+    ]
+    view.asked_members()
+    for e in events:
+        view.show(e)
+    for i, (who, text) in enumerate(
+        [
+            ("Bob", "morning all"),
+            ("Eve", "漢字 and emoji 👍 keep their width"),
+            ("Bob", "mina: can you review #42?"),
+            ("Mina", "on it"),
+        ]
+    ):
+        view.show(ev.Message("dev", who, text, 43 + i, day + 60 * i))
+    view.show(ev.Private("Eve", "lunch later?", day + 300))
+    view.show(ev.Error(ErrorCode.NO_SUCH_RECIPIENT, "unable to send: no such user or group: Ghost"))
+    view.edit.set_edit_text("sure, after the stand-up — half typed")
+    view.edit.set_edit_pos(len(view.edit.edit_text))
+    return urwid.testing.render_text(view, (100, 24), focus=True, strip=True)
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_screenshot_is_current(utc: None) -> None:
+    """docs/tui-screenshot.txt is what the UI draws (MACHAT_UPDATE_SCREENSHOT=1 rewrites it)."""
+    lines = screenshot_scene()
+    rendered = "\n".join(lines) + "\n"
+    if os.environ.get("MACHAT_UPDATE_SCREENSHOT"):
+        SCREENSHOT.write_text(rendered, encoding="utf-8")
+    assert SCREENSHOT.read_text(encoding="utf-8") == rendered
+    assert "──── earlier ────" in rendered and "dev (4)" in rendered

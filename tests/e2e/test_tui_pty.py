@@ -126,6 +126,8 @@ async def start_client(terminal: Terminal, port: int, *args: str) -> trio.Proces
     env = {**os.environ, "TERM": "xterm-256color", "TZ": "UTC", "PYTHONPATH": str(REPO)}
     command = [
         sys.executable,
+        "-W",
+        "error",  # a warning from urwid or trio, in the real program, fails the test
         "-m",
         "machat.cmd.client",
         "-client",
@@ -162,6 +164,10 @@ async def test_typing_survives_arriving_lines_resize_and_quit(
         await bob.expect("* Mina joined dev")
         # The member list is there at 100 columns.
         await terminal.wait_text(r"dev \(2\)")
+
+        # Wide and combining characters take their true widths.
+        await bob.send("漢字 👍 e\u0301 end")
+        await terminal.wait_text(r"<Bob> 漢字 👍 (e\u0301|é) end")  # pyte composes the é
 
         terminal.type("half typed li")
         await terminal.wait_for(lambda: "> half typed li" in terminal.text)

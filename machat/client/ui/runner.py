@@ -14,8 +14,9 @@ terminal is restored in every case (``MainLoop.start`` is a context manager).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import attrs
 import trio
@@ -23,7 +24,7 @@ import urwid
 
 from machat.protocol import events as ev
 from machat.protocol.formatting import Format
-from machat.protocol.handshake import Handshake
+from machat.protocol.handshake import Handshake, fold_name
 
 from ..session import CLOSE_GRACE, ConnectionClosed, LineSkipped, SendLine, ServerLine, Session
 from .view import PALETTE, ChatView
@@ -50,6 +51,41 @@ OUTGOING_QUEUE = 64
 class UIOptions:
     bell: bool = True
     mouse: bool = True
+
+
+def same_name(a: str, b: str) -> bool:
+    return fold_name(a) == fold_name(b)
+
+
+class _PaneHandler(logging.Handler):
+    """Log records as lines of the message pane: stderr is the screen we draw on."""
+
+    def __init__(self, view: ChatView) -> None:
+        super().__init__(level=logging.WARNING)
+        self._view = view
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._view.note(f"{record.levelname.lower()}: {record.getMessage()}", error=True)
+        except Exception:  # a broken record must not take the UI down
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logging_to(view: ChatView) -> Iterator[None]:
+    """While the UI runs, warnings go to the pane instead of the root logger's stream handlers."""
+    root = logging.getLogger()
+    streams = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    handler = _PaneHandler(view)
+    for h in streams:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for h in streams:
+            root.addHandler(h)
 
 
 class CannotConnect(Exception):
@@ -133,10 +169,10 @@ class _Client:
         handshake = attrs.evolve(self._handshake, name=self.view.name, room=self.view.room)
         if not self._welcomed_once:
             return handshake
-        self.view.resuming = True
         since = self.view.newest_id(self.view.room)
         if since is None:
             return attrs.evolve(handshake, history=RESUME_HISTORY, since=None)
+        self.view.resuming = True  # the replay is what was missed
         return attrs.evolve(handshake, history=0, since=since)
 
     async def _send_loop(self, session: Session) -> None:
@@ -174,8 +210,12 @@ class _Client:
                     self._connected = True
                     self._welcomed_once = self._session_welcomed = True
                     self.view.set_connection("connected")
-                    self._ask("/who", self.view.asked_members)
                     self._ask("/rooms", self.view.asked_rooms)
+                elif isinstance(event.event, ev.Join) and same_name(
+                    event.event.name, self.view.name
+                ):
+                    # We are in a room (again): fill its member list.
+                    self._ask("/who", self.view.asked_members)
                 elif isinstance(event.event, ev.Error) and not self._welcomed_once:
                     self.refusal = event.event.message
                 self.view.show(event.event)
@@ -236,6 +276,10 @@ class _Client:
             await trio.sleep(FRAME)
 
     async def run(self, stream: trio.abc.Stream | None) -> None:
+        with _logging_to(self.view):
+            await self._run(stream)
+
+    async def _run(self, stream: trio.abc.Stream | None) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.connections, stream)
