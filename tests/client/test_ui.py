@@ -103,13 +103,20 @@ class TextScreen(BaseScreen):
         return self.canvas.cursor
 
     def attrs_of(self, needle: str) -> set[Any]:
-        """The display attributes of the row segments that contain ``needle``."""
+        """The display attributes of the runs that contain ``needle``; adjacent runs of
+        one attribute are merged first, since how a canvas splits them depends on what
+        was redrawn."""
         assert self.canvas is not None
         found = set()
         for row in self.canvas.content():
+            runs: list[tuple[Any, str]] = []
             for attr, _cs, text in row:
-                if needle in text.decode("utf-8"):
-                    found.add(attr)
+                decoded = text.decode("utf-8")
+                if runs and runs[-1][0] == attr:
+                    runs[-1] = (attr, runs[-1][1] + decoded)
+                else:
+                    runs.append((attr, decoded))
+            found |= {attr for attr, text in runs if needle in text}
         return found
 
     def press(self, *keys: str | tuple[str, int, int, int]) -> None:

@@ -157,10 +157,11 @@ def test_candidates_are_names_then_commands_then_rooms(
     found = candidates(prefix, names=people, commands=commands, rooms=rooms)
     assert all(f.casefold().startswith(prefix.casefold()) for f in found)
     assert len({f.casefold() for f in found}) == len(found)
+    # A word found is credited to the first group that has it (a room may share a name).
     groups = [0 if f in people else 1 if f in commands else 2 for f in found]
     assert groups == sorted(groups)
-    for group in (people, commands, rooms):
-        kept = [f for f in found if f in group]
+    for number, group in enumerate((people, commands, rooms)):
+        kept = [f for f, g in zip(found, groups, strict=True) if g == number]
         assert kept == [w for w in group if w in kept]  # each group keeps its order
 
 
