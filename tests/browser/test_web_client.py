@@ -185,3 +185,37 @@ def test_input_history_and_tab_completion(browser, server, tcp):
     box.press("Enter")
     expect(page.locator("#buffer-name")).to_have_text("lab")
     expect(page.locator("#rooms")).to_contain_text("lab")
+
+
+NOTIFICATION_RECORDER = """
+window.__notified = [];
+window.Notification = class {
+  static permission = "default";
+  static async requestPermission() { window.Notification.permission = "granted"; return "granted"; }
+  constructor(title, options) { window.__notified.push([title, options.body]); }
+  close() {}
+};
+"""
+
+
+def test_desktop_notifications_are_opt_in(browser, server, tcp):
+    page = browser.new_page()
+    page.add_init_script(NOTIFICATION_RECORDER)
+    join(page, server.url, "Ann")
+    tess = tcp("Tess")
+    page.evaluate("window.dispatchEvent(new Event('blur'))")  # Ann looks elsewhere
+    tess.send("ann: before opting in")
+    expect(page.locator(".line.mention")).to_have_count(1)
+    assert page.evaluate("window.__notified") == []
+
+    page.click("#notify")
+    expect(page.locator("#notify")).to_have_attribute("aria-pressed", "true")
+    page.evaluate("window.dispatchEvent(new Event('blur'))")
+    tess.send("ann: now you hear me")
+    tess.send("not about anyone")
+    tess.send("@Ann: a private word")
+    expect(page.locator(".line.msg")).to_have_count(4)
+    assert page.evaluate("window.__notified") == [
+        ["Tess in dev", "ann: now you hear me"],
+        ["Tess", "a private word"],
+    ]
