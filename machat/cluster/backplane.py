@@ -253,6 +253,11 @@ class Backplane:
     # -- state -------------------------------------------------------------------------
 
     @property
+    def client(self) -> coredis.Redis[str]:
+        """The Redis client, usable while `run` runs (the account and moderation stores)."""
+        return self._client
+
+    @property
     def available(self) -> bool:
         return self._up
 

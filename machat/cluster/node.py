@@ -31,12 +31,14 @@ from ..protocol import events as ev
 from ..protocol.errors import ChatError, ErrorCode
 from ..protocol.handshake import MAX_HISTORY, fold_name, validate_name
 from ..server import admin
+from ..server.accounts import Accounts
 from ..server.config import ServerConfig
 from ..server.member import Member, deliver_event
 from ..server.room import Room
 from ..server.server import ChatServer, ServerStatistics
 from ..server.state import EventLog
 from .backplane import Backplane, BackplaneStatistics, ClusterConfig, ClusterUnavailable
+from .stores import RedisAccountStore, RedisModerationStore
 
 __all__ = ["ClusterRoom", "ClusterServer", "ClusterStatistics"]
 
@@ -195,6 +197,10 @@ class ClusterServer(ChatServer):
     def __init__(self, config: ServerConfig, cluster: ClusterConfig) -> None:
         super().__init__(config)
         self.backplane = Backplane(cluster, self)
+        # Accounts, bans and topics are the cluster's: kept in Redis.
+        redis = (self.backplane.client, cluster.prefix, cluster.command_timeout)
+        self.accounts = Accounts(RedisAccountStore(*redis))
+        self.moderation.store = RedisModerationStore(*redis)
         state = self.state
         state.room_factory = partial(ClusterRoom, backplane=self.backplane)
         # The state tells its one event log of joins, leaves and renames: tee it.

@@ -65,6 +65,7 @@ def _banned(ban: Ban, *, by_address: bool) -> ChatError:
 async def check_admission(server: ChatServer, member: Member, handshake: Handshake) -> None:
     """Refuse a banned name or address, or a registered name without its password."""
     moderation = server.moderation
+    await moderation.refresh()  # in a cluster: what the other nodes decided
     ban = moderation.find_ban(handshake.name, None, authenticated=True)
     if ban is not None:
         raise _banned(ban, by_address=False)
@@ -244,6 +245,7 @@ async def _ban(server: ChatServer, member: Member, c: cmd.Ban) -> None:
 
 async def _unban(server: ChatServer, member: Member, c: cmd.Unban) -> None:
     _require_operator(server, member, "unban")
+    await server.moderation.refresh()
     ban = await server.moderation.unban(c.name)
     if ban is None:
         raise ChatError(ErrorCode.NO_SUCH_RECIPIENT, f"{c.name} is not banned")
@@ -253,6 +255,7 @@ async def _unban(server: ChatServer, member: Member, c: cmd.Unban) -> None:
 
 async def _bans(server: ChatServer, member: Member, c: cmd.Bans) -> None:
     _require_operator(server, member, "bans")
+    await server.moderation.refresh()
     bans = server.moderation.bans()
     if not bans:
         member.send_event(ev.Info("no bans"))
@@ -302,6 +305,7 @@ async def _topic(server: ChatServer, member: Member, c: cmd.Topic) -> None:
     if room is None:
         raise ChatError(ErrorCode.INVALID_ROOM, "you are in no room")
     if c.text is None:
+        await server.moderation.refresh()
         topic = server.moderation.topic(room.name)
         if topic is None:
             member.send_event(ev.Topic(room.name, ""))

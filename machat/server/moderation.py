@@ -198,6 +198,15 @@ class Moderation:
                 await self._write(self.store.delete_ban, ban.key)
         logger.info("moderation: %d bans, %d topics", len(self._bans), len(self._topics))
 
+    async def refresh(self) -> None:
+        """Re-read a store that other servers change too (a cluster's Redis)."""
+        store = self.store
+        if store is None or not getattr(store, "shared", False):
+            return
+        bans, topics = await store.load()
+        self._bans = {ban.key: ban for ban in bans}
+        self._topics = {topic.room_key: topic for topic in topics}
+
     async def _write(self, method: Callable[..., object], *args: object) -> None:
         """Write through; a failure is logged, and memory stays right until a restart."""
         try:
