@@ -26,6 +26,7 @@ import urwid
 import urwid.testing
 from urwid.display.common import BaseScreen
 
+from machat.client.ui import view as view_module
 from machat.client.ui.logic import display_width, nick_colour
 from machat.client.ui.runner import BACKOFF, CannotConnect, UIOptions, run_ui
 from machat.client.ui.view import ChatView
@@ -637,3 +638,21 @@ def test_screenshot_is_current(utc: None) -> None:
         SCREENSHOT.write_text(rendered, encoding="utf-8")
     assert SCREENSHOT.read_text(encoding="utf-8") == rendered
     assert "──── earlier ────" in rendered and "dev (4)" in rendered
+
+
+def test_scrollback_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(view_module, "SCROLLBACK", 50)
+    monkeypatch.setattr(view_module, "SCROLLBACK_DROP", 10)
+    view = ChatView("Mina", "dev", send=lambda line: None, quit=lambda: None)
+    for i in range(200):
+        view.show(ev.Message("dev", "Bob", f"m{i}", i, 1764590400.0 + i))
+        assert len(view.pane.walker) <= 60
+    rows = urwid.testing.render_text(view, (40, 8), strip=True)
+    assert rows[-3].endswith("<Bob> m199")
+    assert len(view.pane.message_at) == len(view.pane.walker)
+    # Scrolled up while rows go: the view still shows the rows it showed.
+    view.keypress((40, 8), "page up")
+    shown = urwid.testing.render_text(view, (40, 8), strip=True)[:-2]
+    for i in range(200, 215):
+        view.show(ev.Message("dev", "Bob", f"m{i}", i, 1764590400.0 + i))
+    assert urwid.testing.render_text(view, (40, 8), strip=True)[:-2] == shown

@@ -203,3 +203,40 @@ async def test_typing_survives_arriving_lines_resize_and_quit(
     tail = bytes(terminal.raw[-400:])
     assert b"\x1b[?1049l" in tail
     assert b"\x1b[?25h" in tail
+
+
+def assert_restored(terminal: Terminal) -> None:
+    tail = bytes(terminal.raw[-400:])
+    assert b"\x1b[?1049l" in tail  # the alternate screen is left
+    assert b"\x1b[?25h" in tail  # the cursor is shown
+
+
+async def test_ctrl_c_leaves_cleanly(server_port: int, terminal: Terminal) -> None:
+    with trio.fail_after(TIMEOUT):
+        bob = await join(server_port, "Bob")
+        process = await start_client(terminal, server_port)
+        await terminal.wait_text(r"\[connected\] dev │ Mina")
+        terminal.type("\x03")  # Ctrl+C is a key in the UI, not a signal
+        await bob.expect("* Mina left dev (quit)")
+        assert await process.wait() == 0
+        await bob.aclose()
+    assert_restored(terminal)
+
+
+async def test_sigint_still_restores_the_terminal(server_port: int, terminal: Terminal) -> None:
+    with trio.fail_after(TIMEOUT):
+        process = await start_client(terminal, server_port)
+        await terminal.wait_text(r"\[connected\] dev │ Mina")
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130
+    assert_restored(terminal)
+
+
+async def test_plain_keeps_the_line_mode(server_port: int, terminal: Terminal) -> None:
+    with trio.fail_after(TIMEOUT):
+        process = await start_client(terminal, server_port, "--plain")
+        await terminal.wait_text(r"\* Mina joined dev")
+        assert "* Welcome Mina! You are in room dev." in terminal.text
+        assert b"\x1b[?1049h" not in terminal.raw  # no full screen
+        terminal.type("/quit\r")
+        assert await process.wait() == 0

@@ -42,6 +42,10 @@ __all__ = ["HELP", "MEMBERS_MIN_COLS", "PALETTE", "ChatView", "Mode"]
 MEMBERS_MIN_COLS = 100
 """The member list is shown on terminals at least this wide (F2 toggles it)."""
 
+SCROLLBACK = 10_000
+"""Rows kept in the message pane; past it the oldest `SCROLLBACK_DROP` go at once."""
+SCROLLBACK_DROP = 1_000
+
 MEMBERS_WIDTH = 20
 WHEEL_LINES = 3
 
@@ -122,8 +126,17 @@ class MessagePane(urwid.ListBox):
         previous = self.message_at[-1] if self.message_at else -1
         self.message_at.append(previous if message is None else message)
         self.walker.append(widget)
+        if len(self.walker) > SCROLLBACK + SCROLLBACK_DROP:
+            self._forget_oldest(SCROLLBACK_DROP)
         if self.following:
             self.set_focus(len(self.walker) - 1)
+
+    def _forget_oldest(self, count: int) -> None:
+        """Keep memory bounded: drop the oldest rows (in batches, so it is rare)."""
+        focus = max(self.focus_position - count, 0)
+        del self.walker[:count]
+        del self.message_at[:count]
+        self.set_focus(focus)
 
     def newest_visible(self) -> int:
         """Index of the newest message on screen (-1: none)."""
