@@ -344,6 +344,17 @@ class Backplane:
                 # stopped, it says goodbye first.  coredis's connections live in
                 # this task's scope, so a goodbye is only possible before cancelling.
                 await self._stopping.wait()
+                stats = self.statistics()
+                logger.info(
+                    "cluster: leaving; published %d lines in %d batches, received %d "
+                    "batches, delivered %d messages, filled %d gaps, lost %d",
+                    stats.lines_published,
+                    stats.batches_published,
+                    stats.batches_received,
+                    stats.messages_delivered,
+                    stats.gaps_filled,
+                    stats.messages_lost,
+                )
                 with trio.move_on_after(config.command_timeout):
                     await self._retire()
                 nursery.cancel_scope.cancel()

@@ -1,0 +1,244 @@
+"""Benchmark a machat cluster: one room over 1, 2 and 3 nodes, and many rooms over them.
+
+    python bench/cluster.py [--loadgen /tmp/loadgen-c] [--quick] [--json OUT]
+
+Every configuration starts a fresh ``redis-server`` (loopback TCP, no persistence)
+and N nodes (``--redis``), drives them with loadgen-c (``--ports P1,P2,...``, clients
+spread round-robin; ``--server-pid`` lists every node *and* Redis, so each one's CPU
+is reported), and stops everything.  The same load against one node without
+``--redis`` is the baseline for the target: in cluster mode a node should spend at
+most 1.5x its single-node CPU per delivery.
+
+Figures per configuration: deliveries/s, p50/p99 latency, CPU per delivery of each
+node and of all nodes, Redis's CPU per delivery and per room message (one message
+said in a room, whatever its number of recipients).  This machine has 2 cores shared
+by nodes, Redis and the load generator: it measures cost, not capacity.
+
+Build loadgen-c first: ``make -C ../shared/loadgen-c OUT=/tmp/loadgen-c``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_FLAGS = ("--rate", "0", "--max-per-ip", "0", "--max-clients", "0", "--stats-interval", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(path: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited:\n{path.read_text()}")
+        if path.exists() and re.search(pattern, path.read_text()):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {pattern!r} in {path}")
+
+
+class Cluster:
+    """Redis (unless ``nodes`` is 0: one plain node) and the nodes, in a work dir."""
+
+    def __init__(self, nodes: int, workdir: Path) -> None:
+        self.count = nodes
+        self.dir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+        self.node_pids: list[int] = []
+        self.redis_pid: int | None = None
+
+    def __enter__(self) -> Cluster:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _start(self) -> None:
+        flags: list[str] = []
+        if self.count:
+            port = free_port()
+            log = self.dir / "redis.log"
+            redis = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--logfile", str(log), "--dir", str(self.dir)],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            self.procs.append(redis)
+            self.redis_pid = redis.pid
+            wait_for(log, "Ready to accept connections", redis)
+            flags = ["--redis", f"redis://127.0.0.1:{port}/0"]
+        for i in range(max(self.count, 1)):
+            port = free_port()
+            log = self.dir / f"node{i}.log"
+            args = [sys.executable, "-m", "machat.cmd.chatserver", "-a", f"127.0.0.1:{port}"]
+            args += [*NODE_FLAGS, *flags]
+            if self.count:
+                args += ["--node", f"n{i}"]
+            with log.open("wb") as out:
+                node = subprocess.Popen(args, cwd=REPO, stderr=out, stdout=subprocess.DEVNULL)
+            self.procs.append(node)
+            wait_for(log, "joined through Redis" if self.count else "listening on", node)
+            self.ports.append(port)
+            self.node_pids.append(node.pid)
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path) -> dict:
+    with Cluster(nodes, workdir) as cluster:
+        pids = cluster.node_pids + ([cluster.redis_pid] if cluster.redis_pid else [])
+        command = [
+            loadgen,
+            "--ports", ",".join(map(str, cluster.ports)),
+            "--server-pid", ",".join(map(str, pids)),
+            "--timeout", "120",
+            *scenario,
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    if not result.stdout.strip():
+        raise RuntimeError(f"loadgen-c failed: {result.stderr}")
+    data = json.loads(result.stdout)
+    r = data["run"]
+    deliveries = r["received_deliveries"] or 1
+    per_pid = {p["pid"]: p for p in r["cpu"]["per_pid"] if p}
+    node_cpu = [per_pid[pid]["server_cpu_s"] for pid in cluster.node_pids if pid in per_pid]
+    # What share of the deliveries each node made: its own members' (clients are dealt
+    # round-robin; in fanout, senders and receivers each on their own).
+    n = len(cluster.node_pids)
+    params = data["params"]
+    if scenario[0] == "fanout":
+        members = [0] * n
+        for role in ("receivers", "senders"):
+            for j in range(params[role]):
+                members[j % n] += 1
+        shares = [m / sum(members) for m in members]
+    else:
+        shares = [1 / n] * n
+    out = {
+        "nodes": nodes or 1,
+        "redis": bool(nodes),
+        "scenario": " ".join(scenario),
+        "completed": r["stopped"] == "complete",
+        "loss_pct": r["loss_pct"],
+        "deliveries_per_s": r["deliveries_per_s"],
+        "messages": r["sent_msgs"],
+        "p50_ms": r["latency_us"]["p50"] / 1000,
+        "p99_ms": r["latency_us"]["p99"] / 1000,
+        # CPU per delivery the node made itself (its members'), the target's measure
+        "node_cpu_us_per_own_delivery": [
+            c / (deliveries * share) * 1e6 for c, share in zip(node_cpu, shares, strict=True)
+        ],
+        "nodes_cpu_us_per_delivery": sum(node_cpu) / deliveries * 1e6,
+    }
+    if cluster.redis_pid and cluster.redis_pid in per_pid:
+        redis_cpu = per_pid[cluster.redis_pid]["server_cpu_s"]
+        out["redis_cpu_us_per_delivery"] = redis_cpu / deliveries * 1e6
+        out["redis_cpu_us_per_message"] = redis_cpu / max(r["sent_msgs"], 1) * 1e6
+        out["redis_cpu_pct"] = redis_cpu / max(r["cpu"]["wall_s"], 1e-9) * 100
+    return out
+
+
+def show(row: dict) -> str:
+    nodes = "/".join(f"{c:.2f}" for c in row["node_cpu_us_per_own_delivery"])
+    redis = (
+        f"redis {row['redis_cpu_us_per_delivery']:.3f} us/delivery, "
+        f"{row['redis_cpu_us_per_message']:.1f} us/message ({row['redis_cpu_pct']:.0f}%)"
+        if "redis_cpu_us_per_delivery" in row
+        else "no redis"
+    )
+    return (
+        f"{row['scenario']:<40} nodes={row['nodes']} redis={row['redis']!s:<5} "
+        f"{row['deliveries_per_s'] / 1e6:6.3f} M/s "
+        f"p50/p99 {row['p50_ms']:.1f}/{row['p99_ms']:.1f} ms "
+        f"loss {row['loss_pct']}% | CPU us per own delivery, each node {nodes}; all nodes "
+        f"per delivery {row['nodes_cpu_us_per_delivery']:.2f} | {redis}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loadgen", default="/tmp/loadgen-c")
+    parser.add_argument("--quick", action="store_true", help="a few seconds in all (smoke)")
+    parser.add_argument("--json", metavar="OUT", help="append every result as a JSON line")
+    args = parser.parse_args()
+    quick = args.quick
+    c, m, pm = (60, "200", "200") if quick else (150, "3000", "2000")
+
+    def one_room(receivers: int, *paced: str) -> list[str]:
+        return ["fanout", "-C", str(receivers), "-S", "3", "-M", pm if paced else m, *paced]
+
+    def rooms(k: int) -> list[str]:
+        count, m_rooms = ("30", "30") if quick else ("100", "150")
+        return ["rooms", "-R", count, "-k", str(k), "-M", m_rooms, "--rate", "10"]
+
+    # (nodes, scenario, baseline): nodes 0 is one node without --redis.  A cluster run's
+    # baseline is one plain node with as many receivers as each cluster node has (and
+    # the same three senders): the same messages, the same fan-out per message.
+    plan: list[tuple[int, list[str], list[str] | None]] = []
+    for paced in ((), ("--rate", "1000")) if not quick else ((),):
+        plan.append((0, one_room(c, *paced), None))
+        for n in (1, 2, 3):
+            plan.append((0, one_room(c // n, *paced), None) if n > 1 else (0, [], None))
+            plan.append((n, one_room(c, *paced), one_room(c // n, *paced)))
+    plan = [p for p in plan if p[1]]
+    # Many rooms of 6 over 3 nodes: each node has 2 members of every room, so its
+    # baseline is one node with rooms of 2 (the same fan-out per message).
+    plan += [(0, rooms(6), None), (0, rooms(2), None), (3, rooms(6), rooms(2))]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="machat-cluster-bench-") as tmp:
+        for i, (nodes, scenario, _) in enumerate(plan):
+            workdir = Path(tmp) / f"run{i}"
+            workdir.mkdir()
+            row = run(args.loadgen, nodes, scenario, workdir)
+            rows.append(row)
+            print(show(row), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    base = {r["scenario"]: r for r in rows if not r["redis"]}
+    print("\ntarget: a cluster node's CPU per delivery it makes <= 1.5x a single node's")
+    for (nodes, _, baseline), row in zip(plan, rows, strict=True):
+        if baseline is None or " ".join(baseline) not in base:
+            continue
+        single = base[" ".join(baseline)]["nodes_cpu_us_per_delivery"]
+        worst = max(row["node_cpu_us_per_own_delivery"])
+        row["ratio_to_single_node"] = worst / single
+        print(
+            f"{row['scenario']:<40} nodes={nodes}: worst node {worst:.2f} us/delivery = "
+            f"{worst / single:.2f}x one node serving as many members ({single:.2f}, "
+            f"{' '.join(baseline)})"
+        )
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps({"summary": rows}) + "\n")
+    return 0 if all(r["completed"] and r["loss_pct"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
