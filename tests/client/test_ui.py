@@ -558,6 +558,10 @@ async def test_reconnects_and_resumes_where_it_left_off(
         chat.streams[-1].cut()
         await chat.screen.wait_text(r"\[disconnected: retrying in 1 s\]")
         assert "lost the connection" in chat.screen.text
+        chat.screen.type("typed while away")
+        chat.screen.press("enter")  # refused for now, and kept
+        await chat.screen.wait_text(r"not connected: line not sent")
+        assert chat.screen.lines[-1].rstrip() == "> typed while away"
         await bob.expect("* Mina left dev (disconnected)")
         await bob.send("while away")
         await chat.screen.wait_text(r"\[connected\]")
@@ -588,7 +592,7 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "tui-screenshot.txt"
 def screenshot_scene() -> list[str]:
     """A fixed scene, rendered at 100x24: the README's screenshot."""
     day = 1764590400.0  # 2025-12-01 12:00 UTC
-    view = ChatView("Mina", "dev", send=lambda line: None, quit=lambda: None, now=lambda: day - 120)
+    view = ChatView("Mina", "dev", send=lambda line: True, quit=lambda: None, now=lambda: day - 120)
     view.set_connection("connected")
     events: list[Any] = [
         ev.Welcome("Mina", "dev", "be kind; logs are kept for a week"),
@@ -643,7 +647,7 @@ def test_screenshot_is_current(utc: None) -> None:
 def test_scrollback_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(view_module, "SCROLLBACK", 50)
     monkeypatch.setattr(view_module, "SCROLLBACK_DROP", 10)
-    view = ChatView("Mina", "dev", send=lambda line: None, quit=lambda: None)
+    view = ChatView("Mina", "dev", send=lambda line: True, quit=lambda: None)
     for i in range(200):
         view.show(ev.Message("dev", "Bob", f"m{i}", i, 1764590400.0 + i))
         assert len(view.pane.walker) <= 60

@@ -134,14 +134,17 @@ class _Client:
 
     # --- Callbacks from the view (synchronous: urwid calls them) -----------------
 
-    def _queue(self, line: str) -> None:
+    def _queue(self, line: str) -> bool:
         if not self._connected:
-            self.view.note("not connected: line not sent", error=True)
-            return
+            if not self._leaving:
+                self.view.note("not connected: line not sent (it is kept below)", error=True)
+            return False
         try:
             self._outgoing_send.send_nowait(line)
         except trio.WouldBlock:
-            self.view.note("sending too fast: line not sent", error=True)
+            self.view.note("sending too fast: line not sent (it is kept below)", error=True)
+            return False
+        return True
 
     def _leave(self) -> None:
         if self._leaving:

@@ -172,15 +172,15 @@ class MessagePane(urwid.ListBox):
 
 
 class ChatView(urwid.WidgetWrap):
-    """Everything on the screen. ``send`` is called with each line to send,
-    ``quit`` when the user leaves, ``bell`` on a mention."""
+    """Everything on the screen. ``send`` is called with each line to send and says
+    whether it was taken, ``quit`` when the user leaves, ``bell`` on a mention."""
 
     def __init__(
         self,
         name: str,
         room: str,
         *,
-        send: Callable[[str], None],
+        send: Callable[[str], bool],
         quit: Callable[[], None],
         bell: Callable[[], None] = lambda: None,
         now: Callable[[], float] = time.time,
@@ -430,12 +430,14 @@ class ChatView(urwid.WidgetWrap):
         if want != self._members_shown:
             self._members_shown = want
             if want:
-                self.columns.contents.append(
+                border = urwid.AttrMap(urwid.SolidFill("│"), "separator")
+                self.columns.contents += [
+                    (border, self.columns.options("given", 1)),
                     (
                         urwid.AttrMap(self._members_box, "members"),
                         self.columns.options("given", MEMBERS_WIDTH),
-                    )
-                )
+                    ),
+                ]
             else:
                 del self.columns.contents[1:]
             self.columns.focus_position = 0
@@ -480,11 +482,15 @@ class ChatView(urwid.WidgetWrap):
         text = self.edit.edit_text
         if not text.strip():
             return
-        self.history.add(text)
-        self.edit.set_edit_text("")
-        self._send(text)
         if _is_quit(text):
+            self._send(text)
+            self.edit.set_edit_text("")
             self._quit()
+            return
+        self.history.add(text)
+        if self._send(text):
+            self.edit.set_edit_text("")
+        # else: not sent (e.g. while reconnecting); it stays in the input line
 
     def _tab(self) -> None:
         text, cursor = self.edit.edit_text, self.edit.edit_pos
