@@ -169,6 +169,12 @@ async def test_a_redis_restart_loses_nothing_accepted(
         refused_at = trio.current_time()
         assert not await probe(mina, "during")  # refused at once
         assert trio.current_time() - refused_at < 1.0
+        newcomer = await a.connect("Newcomer")  # no name can be claimed: refused
+        assert (await newcomer.line()).startswith("! ERROR 113 cluster unavailable: ")
+        await mina.send("/list")
+        while (obj := await mina.json())["type"] != "error":
+            pass
+        assert obj["code"] == 113
         await trio.sleep(0.5)  # an outage, not a blip
         redis.start()
         back = trio.current_time()
