@@ -12,7 +12,7 @@ import socket
 
 import pytest
 import trio
-from websockets.exceptions import ConnectionClosedError, InvalidMessage, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from machat.server import ServerConfig
 from tests.web.conftest import Running, in_thread
@@ -110,13 +110,14 @@ async def test_bad_password_over_websocket(running: Running):
 async def test_per_ip_cap_counts_websockets(running: Running):
     await running.ws("A")
     await running.tcp("B")
-    # Over a cap, a connection gets ! ERROR 109 at once, before its first byte is read:
-    # a WebSocket client sees no HTTP answer.
-    with pytest.raises((InvalidMessage, ConnectionClosedError)):  # depending on timing
-        await running.ws()
-
+    # Over a cap, a connection gets ! ERROR 109 at once, before its first byte is read,
+    # so a WebSocket client sees no HTTP answer.  Read it before sending anything: a
+    # request sent into a socket the server has already closed unread is answered with
+    # a reset, which can discard the error line (and the websockets client trips over
+    # that close in several ways, one of them an internal assertion).
     def raw() -> bytes:
-        return _read_all(_raw_upgrade(running.port))
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            return _read_all(sock)
 
     assert (await in_thread(raw)).startswith(b"! ERROR 109 ")
 
@@ -194,9 +195,9 @@ async def test_invalid_utf8_closes_with_1007(running: Running):
 )
 async def test_bad_http_gets_an_error_status_and_a_close(running: Running, request_bytes, status):
     def run() -> bytes:
-        sock = socket.create_connection(("127.0.0.1", running.port), timeout=5)
-        sock.sendall(request_bytes)
-        return _read_all(sock)
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            sock.sendall(request_bytes)
+            return _read_all(sock)
 
     data = await in_thread(run)
     assert data.startswith(b"HTTP/1.1 " + status + b" "), data[:200]
@@ -206,9 +207,9 @@ async def test_bad_http_gets_an_error_status_and_a_close(running: Running, reque
 
 async def test_the_page_and_its_files(running: Running):
     def get(path: str) -> bytes:
-        sock = socket.create_connection(("127.0.0.1", running.port), timeout=5)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{running.port}\r\n\r\n".encode())
-        return _read_all(sock)
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{running.port}\r\n\r\n".encode())
+            return _read_all(sock)
 
     page = await in_thread(get, "/")
     assert page.startswith(b"HTTP/1.1 200 OK\r\n")
