@@ -47,6 +47,18 @@ class ErrorCode(enum.IntEnum):
     BANNED = 117
 
 
+class _ErrorLine(Exception):
+    """An error that carries the ``! ERROR <code> <message>`` line to send back."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.name}, {self.message!r})"
+
+
 class ProtocolError(Exception):
     """Base class of the protocol's errors."""
 
@@ -55,31 +67,15 @@ class LocalProtocolError(ProtocolError):
     """We tried to do something the protocol forbids (a bug on our side)."""
 
 
-class RemoteProtocolError(ProtocolError):
+class RemoteProtocolError(_ErrorLine, ProtocolError):
     """The peer broke the protocol.
 
     ``code`` and ``message`` are what to send back as ``! ERROR <code> <message>``.
     """
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = ErrorCode(code)
-        self.message = message
 
-    def __repr__(self) -> str:
-        return f"RemoteProtocolError({self.code.name}, {self.message!r})"
-
-
-class ChatError(Exception):
+class ChatError(_ErrorLine):
     """A well-formed request that the server refuses: not a protocol violation.
 
     ``code`` and ``message`` are what to send back as ``! ERROR <code> <message>``.
     """
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = ErrorCode(code)
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"ChatError({self.code.name}, {self.message!r})"

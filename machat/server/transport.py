@@ -199,14 +199,20 @@ class SocketSender:
         self._write_or_queue(data)
         return self.state is not SenderState.CLOSED
 
-    def _write_or_queue(self, data: bytes) -> None:
-        """Write ``data`` now; whatever the kernel does not take goes to a new backlog."""
+    def _write(self, data: bytes) -> int | None:
+        """Write what the kernel takes now: the count (0 if none), None if broken."""
         try:
-            written = os.write(self._fd, data)
+            return os.write(self._fd, data)
         except BlockingIOError:
-            written = 0
+            return 0
         except OSError as exc:
             self._broken(exc)
+            return None
+
+    def _write_or_queue(self, data: bytes) -> None:
+        """Write ``data`` now; whatever the kernel does not take goes to a new backlog."""
+        written = self._write(data)
+        if written is None:
             return
         if written < len(data):
             self._backlog.append(data[written:])
@@ -294,12 +300,8 @@ class SocketSender:
                 await trio.lowlevel.wait_writable(self._fd)
                 backlog = self._backlog
                 data = backlog[0] if len(backlog) == 1 else b"".join(backlog)
-                try:
-                    written = os.write(self._fd, data)
-                except BlockingIOError:
-                    written = 0
-                except OSError as exc:
-                    self._broken(exc)
+                written = self._write(data)
+                if written is None:
                     return
                 rest = data[written:]
                 if rest:
@@ -362,6 +364,10 @@ class SocketTransport:
 # -- any trio stream: a writer task ----------------------------------------------------
 
 
+class _SendsAll(Protocol):
+    async def send_all(self, data: bytes) -> None: ...
+
+
 class StreamSender:
     """An `Outbox` emptied by one writer task with one ``send_all`` per wake-up.
 
@@ -373,7 +379,7 @@ class StreamSender:
 
     def __init__(
         self,
-        stream: trio.abc.SendStream,
+        stream: _SendsAll,
         limit: int,
         nursery: trio.Nursery,
         on_closed: Callable[[], None],

@@ -43,11 +43,11 @@ from ..protocol.websocket import (
     frame_lines,
 )
 from .connection import serve_connection
-from .outbox import Outbox
 from .transport import (
     RECEIVE_SIZE,
     TRANSPORT_ERRORS,
     Peer,
+    StreamSender,
     Transport,
     close_stream,
     peer_of_stream,
@@ -340,14 +340,15 @@ class WebSocketTransport:
         await close_stream(self._stream)
 
 
-class WebSocketSender:
-    """An `Outbox` of frames emptied by one writer task, which ends with the close frame.
+class WebSocketSender(StreamSender):
+    """A `StreamSender` of frames: lines go out as text frames, and the writer ends
+    with the close frame.
 
     The writer runs in the hub's nursery, which outlives the connection: `stop`
     (from `WebSocketTransport.aclose`) ends it.
     """
 
-    __slots__ = ("_done", "_on_closed", "_scope", "_transport", "cut", "outbox")
+    __slots__ = ("_transport", "cut")
 
     def __init__(
         self,
@@ -357,20 +358,8 @@ class WebSocketSender:
         on_closed: Callable[[], None],
     ) -> None:
         self._transport = transport
-        self._on_closed = on_closed
-        self.outbox = Outbox(limit)
-        self._done = trio.Event()
-        self._scope = trio.CancelScope()
         self.cut = False  # cancelled inside send_all: a frame may be half written
-        nursery.start_soon(self._write)
-
-    @property
-    def overflowed(self) -> bool:
-        return self.outbox.overflowed
-
-    @property
-    def pending_bytes(self) -> int:
-        return self.outbox.pending_bytes
+        super().__init__(transport, limit, nursery, on_closed)
 
     def send_nowait(self, data: bytes) -> bool:
         return self.outbox.put_nowait(_frames.frame(data))
@@ -385,9 +374,6 @@ class WebSocketSender:
     def evict(self, last: bytes) -> None:
         self._transport.close_code = CLOSE_POLICY
         self.outbox.replace_and_close(frame_lines(last))
-
-    async def wait_flushed(self) -> None:
-        await self._done.wait()
 
     async def _write(self) -> None:
         transport = self._transport
@@ -410,9 +396,3 @@ class WebSocketSender:
             self.cut = writing
             self._done.set()
             self._on_closed()
-
-    async def stop(self) -> None:
-        """Stop the writer now, whatever is pending, and wait until it has."""
-        self._scope.cancel()
-        with trio.CancelScope(shield=True):
-            await self._done.wait()
