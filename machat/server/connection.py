@@ -38,11 +38,22 @@ logger = logging.getLogger("machat.server")
 REFUSAL_LINGER = 1.0
 
 
-async def serve_connection(hub: Hub, transport: Transport) -> None:
-    """Serve one client from its first byte to its disconnect."""
+async def serve_connection(
+    hub: Hub,
+    transport: Transport,
+    *,
+    counted: bool = False,
+    handshake_deadline: float | None = None,
+) -> None:
+    """Serve one client from its first byte to its disconnect.
+
+    A listener that had to read the first bytes before it knew this was chat (the
+    chat port also speaks HTTP) has already counted the connection against the caps
+    (``counted``), and its handshake clock started then (``handshake_deadline``).
+    """
     peer = transport.peer
-    refusal = hub.open_connection(peer)
-    connection = _Connection(hub, transport)
+    refusal = None if counted else hub.open_connection(peer)
+    connection = _Connection(hub, transport, handshake_deadline)
     sender = connection.sender
     try:
         with connection.scope:
@@ -74,10 +85,21 @@ class _Connection:
     cancels it once it is done (flushed after a close or an eviction, or broken),
     eviction and shutdown move its deadline."""
 
-    __slots__ = ("bucket", "framer", "hub", "member", "scope", "sender", "throttled", "transport")
+    __slots__ = (
+        "bucket",
+        "framer",
+        "handshake_deadline",
+        "hub",
+        "member",
+        "scope",
+        "sender",
+        "throttled",
+        "transport",
+    )
 
-    def __init__(self, hub: Hub, transport: Transport) -> None:
+    def __init__(self, hub: Hub, transport: Transport, handshake_deadline: float | None) -> None:
         self.hub = hub
+        self.handshake_deadline = handshake_deadline
         self.transport = transport
         self.scope = trio.CancelScope()
         config = hub.config
@@ -128,8 +150,7 @@ class _Connection:
     async def _read_handshake(self) -> Handshake | None:
         """Read and decode the handshake; queue a refusal and return None on failure."""
         timeout = self.hub.config.handshake_timeout
-        # A hub that read the first bytes to tell chat from HTTP started the clock then.
-        deadline = getattr(self.hub, "handshake_deadline", None)
+        deadline = self.handshake_deadline
         if deadline is None:
             deadline = trio.current_time() + timeout
         framer = self.framer

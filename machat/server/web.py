@@ -10,7 +10,7 @@ first bytes and decides (`sniff`):
   after which `WebSocketTransport` carries the chat.
 
 The handshake timeout runs from the first byte of the connection, HTTP included
-(`_SniffedHub.handshake_deadline`).
+(`serve_connection`'s ``handshake_deadline``).
 
 `WebSocketTransport` turns text messages into chat lines (`WebSocketChat`); its
 `WebSocketSender` frames each line as one text message and has one writer task,
@@ -28,7 +28,6 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
 from ..protocol.http import HttpError, Protocol, RequestReader, origin_allowed, route, sniff
@@ -55,11 +54,8 @@ from .transport import (
 )
 
 if TYPE_CHECKING:
-    from ..protocol.handshake import Handshake
     from .config import ServerConfig
-    from .member import Member
     from .server import ChatServer
-    from .state import Counters
 
 __all__ = ["WebSocketSender", "WebSocketTransport", "serve_stream"]
 
@@ -78,9 +74,9 @@ async def serve_stream(server: ChatServer, stream: trio.abc.Stream) -> None:
         # Over a cap: the connection refuses it at once, with ! ERROR 109.
         await server.serve_transport(transport_for_stream(stream))
         return
-    hub = _SniffedHub(server, trio.current_time() + server.config.handshake_timeout)
+    deadline = trio.current_time() + server.config.handshake_timeout
     try:
-        transport = await _sniff(server, hub, stream, peer)
+        transport = await _sniff(server, deadline, stream, peer)
         if transport is None:
             server.close_connection(peer)
             await close_stream(stream)
@@ -90,20 +86,21 @@ async def serve_stream(server: ChatServer, stream: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(stream)
         raise
     try:
-        await serve_connection(hub, transport)  # closes the connection and the transport
+        # It closes the connection and the transport.
+        await serve_connection(server, transport, counted=True, handshake_deadline=deadline)
     except Exception:
         # A bug in one connection must not take the server down with it.
         logger.exception("error serving %s", peer.label)
 
 
 async def _sniff(
-    server: ChatServer, hub: _SniffedHub, stream: trio.abc.Stream, peer: Peer
+    server: ChatServer, deadline: float, stream: trio.abc.Stream, peer: Peer
 ) -> Transport | None:
     """The connection's chat transport, once its protocol is known; None when done."""
     first = b""
     kind: Protocol | None = None
     try:
-        with trio.move_on_at(hub.handshake_deadline):
+        with trio.move_on_at(deadline):
             while (kind := sniff(first)) is None and len(first) < MAX_SNIFF:
                 data = await stream.receive_some(RECEIVE_SIZE)
                 if not data:
@@ -116,7 +113,7 @@ async def _sniff(
         return transport_for_stream(stream, first, peer)
     config = server.config
     try:
-        chat = await _serve_http(stream, first, hub.handshake_deadline, config)
+        chat = await _serve_http(stream, first, deadline, config)
     except TRANSPORT_ERRORS:
         return None
     if chat is None:
@@ -178,51 +175,6 @@ async def _send(stream: trio.abc.Stream, data: bytes) -> None:
             pass
 
 
-class _SniffedHub:
-    """The server as a `Hub`, for a connection counted before its protocol was known.
-
-    `open_connection` admits it (it was counted when accepted), and the handshake
-    clock started then too (``handshake_deadline``).
-    """
-
-    __slots__ = ("_server", "handshake_deadline")
-
-    def __init__(self, server: ChatServer, handshake_deadline: float) -> None:
-        self._server = server
-        self.handshake_deadline = handshake_deadline
-
-    @property
-    def config(self) -> ServerConfig:
-        return self._server.config
-
-    @property
-    def nursery(self) -> trio.Nursery:
-        return self._server.nursery
-
-    @property
-    def counters(self) -> Counters:
-        return self._server.counters
-
-    def open_connection(self, peer: Peer) -> str | None:
-        return None
-
-    def close_connection(self, peer: Peer) -> None:
-        self._server.close_connection(peer)
-
-    async def admit(self, member: Member, handshake: Handshake) -> None:
-        await self._server.admit(member, handshake)
-
-    async def dispatch(self, member: Member, text: str) -> str | None:
-        return await self._server.dispatch(member, text)
-
-    def leave(self, member: Member, reason: str) -> None:
-        self._server.leave(member, reason)
-
-
-# -- WebSocket -------------------------------------------------------------------------
-
-
-@attrs.define
 class _FrameCache:
     """The frames of the last bytes framed: a room hands the same object to everyone."""
 
