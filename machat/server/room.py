@@ -36,14 +36,14 @@ class Room:
         name: str,
         *,
         first_id: int = 0,
-        on_message: Callable[[ev.Message], None] | None = None,
+        on_messages: Callable[[list[ev.Message]], None] | None = None,
         buffer: int = ROOM_BUFFER,
     ) -> None:
         self.name = name
         self.members: dict[Member, None] = {}
         self.last_id = first_id
         self.messages_out = 0
-        self._on_message = on_message
+        self._on_messages = on_messages
         self._send, self._receive = trio.open_memory_channel[_Item](buffer)
 
     def __repr__(self) -> str:
@@ -119,7 +119,7 @@ class Room:
 
     def _fan_out(self, items: list[_Item]) -> None:
         """Number, stamp and deliver a pass's messages; barriers are kept in place."""
-        now = time.time()
+        now = round(time.time(), 6)  # what the store keeps exactly
         messages: list[ev.Message] = []
         for sender, text in items:
             if isinstance(text, trio.Event):  # a barrier: what came before goes out first
@@ -149,7 +149,5 @@ class Room:
             if not sender.send_nowait(data) and sender.overflowed:
                 member.evict_too_slow()
         self.messages_out += len(self.members) * len(messages)
-        on_message = self._on_message
-        if on_message is not None:
-            for message in messages:
-                on_message(message)
+        if self._on_messages is not None:
+            self._on_messages(messages)

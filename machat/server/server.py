@@ -86,7 +86,7 @@ class ChatServer:
         self.state = ChatState(
             spawn=self._spawn,
             history=self.history,
-            on_message=self._archive if self.store or self.transcript else None,
+            on_messages=self._archive if self.store or self.transcript else None,
             log=self.transcript,
         )
         # Accounts, bans and topics: in the --db file beside the history.
@@ -159,11 +159,12 @@ class ChatServer:
         for store in self._sqlite_stores:
             store.open()
 
-    def _archive(self, message: ev.Message) -> None:
+    def _archive(self, messages: list[ev.Message]) -> None:
         if self.store is not None:
-            self.store.put_nowait(message)
+            self.store.put_many_nowait(messages)
         if self.transcript is not None:
-            self.transcript.message(message)
+            for message in messages:
+                self.transcript.message(message)
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         await self.moderation.load()

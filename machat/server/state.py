@@ -59,8 +59,8 @@ class ChatState:
     """Users, rooms and groups.
 
     ``spawn`` starts a room's fan-out task; ``history`` numbers rooms' messages on
-    from where they stopped and keeps the recent ones; ``on_message`` hears every
-    message a room publishes; ``log`` hears joins, leaves and renames.
+    from where they stopped and keeps the recent ones; ``on_messages`` hears
+    every pass of messages a room publishes; ``log`` hears joins, leaves and renames.
     """
 
     def __init__(
@@ -68,12 +68,12 @@ class ChatState:
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
         *,
         history: History | None = None,
-        on_message: Callable[[ev.Message], None] | None = None,
+        on_messages: Callable[[list[ev.Message]], None] | None = None,
         log: EventLog | None = None,
     ) -> None:
         self._spawn = spawn
         self.history = history if history is not None else History()
-        self._on_message = on_message
+        self._on_messages = on_messages
         self._log = log
         #: What makes a room: a cluster node puts its own `Room` subclass here.
         self.room_factory: Callable[..., Room] = Room
@@ -230,7 +230,7 @@ class ChatState:
             self.leave(member)
         if room is None:
             room = self.rooms[key] = self.room_factory(
-                room_name, first_id=self.history.last_id(room_name), on_message=self._record
+                room_name, first_id=self.history.last_id(room_name), on_messages=self._record
             )
             self._spawn(room.run)
         room.add(member)
@@ -240,10 +240,12 @@ class ChatState:
             self._log.join(room.name, member.name)
         return room
 
-    def _record(self, message: ev.Message) -> None:
-        self.history.record(message)
-        if self._on_message is not None:
-            self._on_message(message)
+    def _record(self, messages: list[ev.Message]) -> None:
+        record = self.history.record
+        for message in messages:
+            record(message)
+        if self._on_messages is not None:
+            self._on_messages(messages)
 
     def leave(self, member: Member, reason: str = "") -> None:
         room = member.room

@@ -3,9 +3,17 @@
 The room task hands each published message to `MessageStore.put_nowait`, which only
 appends to a list: the fan-out never waits for the disk.  One writer task
 (`MessageStore.run`) collects what is pending for up to ``batch_interval`` seconds
-(or until ``batch_size`` are pending) and writes the batch with one multi-row ``INSERT``
-in one transaction, on a worker thread.  Only that task and `flush` write, one at
-a time, so the connection is never used by two threads at once.
+(or until ``batch_size`` are pending) and writes the batch in one transaction, on a
+worker thread.  Only that task and `flush` write, one at a time, so the connection is
+never used by two threads at once.
+
+The file is a log: a batch appends one row per room it touched, holding that room's
+messages of the batch (see `_SCHEMA`), and updates the room's entry in a small table
+of rooms.  Appending keeps a batch's cost to the pages at the end of the log, however
+many rooms are busy; the first layout (a row per message, keyed by room and id)
+dirtied a b-tree page per room in every batch, several microseconds per message.
+Each row points at its room's previous row, so reading a room's recent history back
+at startup follows that chain from the room's last row and needs no index.
 
 The database is in WAL mode with ``synchronous=NORMAL``: a committed batch survives
 the process being killed; after a power loss the last batches may be missing but
@@ -17,10 +25,11 @@ bounded by ``max_pending``: beyond it the oldest are dropped and counted.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 import attrs
 import trio
@@ -32,34 +41,119 @@ __all__ = ["MessageStore", "StoreStatistics"]
 
 logger = logging.getLogger("machat.server.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+# message_batches: the log.  ``body`` is the JSON array ``[senders, texts,
+# ts_offsets]``: the message with id ``first_id + i`` was sent by ``senders[i]`` at
+# ``(ts_us + ts_offsets[i]) / 1e6``; ``ts_offsets`` is empty when they share one time
+# (a room's pass stamps all its messages alike).  Times are kept to the microsecond,
+# in integers: a float's repr was the dearest part of encoding a batch.
+# ``prev_seq`` is the seq of the room's previous row (NULL for its first).
+# message_rooms: per room, its highest id and its last row.
+# messages: the rows of schema version 1, for people reading the file with sqlite3.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS message_batches (
+    seq INTEGER PRIMARY KEY,
     room_key TEXT NOT NULL,
-    id INTEGER NOT NULL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
     room TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    text TEXT NOT NULL,
-    ts REAL NOT NULL,
-    PRIMARY KEY (room_key, id)
-) WITHOUT ROWID
+    ts_us INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    prev_seq INTEGER
+);
+CREATE TABLE IF NOT EXISTS message_rooms (
+    room_key TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS messages (room_key, id, room, sender, text, ts) AS
+    SELECT b.room_key, b.first_id + t.key, b.room,
+        json_extract(b.body, '$[0][' || t.key || ']'), t.value,
+        (b.ts_us + coalesce(json_extract(b.body, '$[2][' || t.key || ']'), 0)) / 1e6
+    FROM message_batches AS b, json_each(b.body, '$[1]') AS t;
 """
 
-# OR REPLACE: writing the same batch twice (a retry after an unclear failure) is harmless.
-_COLUMNS = 6
+#: The most messages one row holds.
+_MAX_PER_ROW = 500
+
+#: A row before it has a place in the log: room_key, first_id, last_id, room, ts_us, body.
+_Row = tuple[str, int, int, str, int, str]
 
 
 @functools.cache
-def _insert_sql(rows: int) -> str:
-    """One INSERT for ``rows`` messages.
+def _append_sql(rows: int) -> str:
+    """One INSERT for ``rows`` log rows: the sqlite3 module lets go of the GIL around
+    every statement step, so a statement per row would make the writer thread and
+    the event loop hand the GIL back and forth for every row."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        "INSERT OR REPLACE INTO message_batches "
+        f"(seq, room_key, first_id, last_id, room, ts_us, body, prev_seq) VALUES {values}"
+    )
 
-    One statement per batch rather than ``executemany``: the sqlite3 module lets go
-    of the GIL around every statement step, and a step per row made the writer
-    thread and the event loop hand the GIL back and forth for every message.
+
+@functools.cache
+def _rooms_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO message_rooms (room_key, last_id, last_seq) VALUES {values} "
+        "ON CONFLICT (room_key) DO UPDATE SET "
+        "last_id = max(last_id, excluded.last_id), last_seq = excluded.last_seq"
+    )
+
+
+class _Batch(list[ev.Message]):
+    """Messages taken from the pending list together, with the rows that store them.
+
+    The rows are encoded on the event loop's thread, where the messages came from:
+    the writer thread then holds the GIL only to bind a few values per row, and
+    does not make the event loop wait for the GIL while it encodes.
     """
-    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT OR REPLACE INTO messages (room_key, id, room, sender, text, ts) VALUES {values}"
+
+    __slots__ = ("rows",)
+
+    def __init__(self, messages: Iterable[ev.Message]) -> None:
+        super().__init__(messages)
+        self.rows = _batch_rows(self)
+
+
+def _batch_rows(batch: list[ev.Message]) -> list[_Row]:
+    """The rows that store ``batch``: one per run of consecutive ids of a room."""
+    runs: dict[str, list[ev.Message]] = {}  # room spelling -> its current run
+    rows: list[_Row] = []
+    for m in batch:
+        run = runs.get(m.room)
+        if run is not None and m.id == run[-1].id + 1 and len(run) < _MAX_PER_ROW:
+            run.append(m)
+        else:
+            if run is not None:
+                rows.append(_row(run))
+            runs[m.room] = [m]
+    rows.extend(map(_row, runs.values()))
+    return rows
+
+
+def _row(run: list[ev.Message]) -> _Row:
+    first = run[0]
+    times = [m.ts for m in run]
+    ts_us = round(times[0] * 1e6)
+    if times.count(times[0]) == len(times):  # one pass: one time for all
+        offsets = []
+    else:
+        offsets = [round(ts * 1e6) - ts_us for ts in times]
+    body = json.dumps([[m.sender for m in run], [m.text for m in run], offsets])
+    return (fold_name(first.room), first.id, run[-1].id, first.room, ts_us, body)
+
+
+def _decode(first_id: int, room: str, ts_us: int, body: str) -> list[ev.Message]:
+    senders, texts, offsets = json.loads(body)
+    if not offsets:
+        offsets = [0] * len(texts)
+    return [
+        ev.Message(room, sender, text, first_id + i, (ts_us + offset) / 1e6)
+        for i, (sender, text, offset) in enumerate(zip(senders, texts, offsets, strict=True))
+    ]
 
 
 @attrs.frozen
@@ -97,6 +191,7 @@ class MessageStore:
         self.failures = 0
         self.dropped = 0
         self._conn: sqlite3.Connection | None = None
+        self._log = _LogPosition()
         self._pending: list[ev.Message] = []
         self._wake = trio.Event()
         self._write_lock = trio.Lock()
@@ -107,7 +202,10 @@ class MessageStore:
     # -- setup (synchronous, before serving) ------------------------------------------
 
     def open(self) -> None:
-        """Open or create the database; raises `sqlite3.Error` if it cannot."""
+        """Open or create the database; raises `sqlite3.Error` if it cannot.
+
+        A version-1 file (a row per message) is migrated to the log in one transaction.
+        """
         conn = sqlite3.connect(self.path, check_same_thread=False)
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -116,14 +214,19 @@ class MessageStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=2000")
             with conn:
-                conn.execute(_SCHEMA)
+                conn.execute("BEGIN IMMEDIATE")  # DDL too: a migration is all or nothing
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                elif version != SCHEMA_VERSION:
+                if version == 1:
+                    conn.execute("ALTER TABLE messages RENAME TO messages_v1")
+                elif version not in (0, SCHEMA_VERSION):
                     raise sqlite3.DatabaseError(
                         f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}"
                     )
+                _create_schema(conn)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                if version == 1:
+                    _migrate_from_1(conn)
+            self._log = _LogPosition.read(conn)
         except BaseException:
             conn.close()
             raise
@@ -145,52 +248,46 @@ class MessageStore:
             raise RuntimeError("MessageStore is not open")
         return self._conn
 
-    def _room_keys(self) -> Iterator[str]:
-        """Every room key, via the primary key: one index seek per room."""
-        key = ""
-        while True:
-            row = self.conn.execute(
-                "SELECT room_key FROM messages WHERE room_key > ? ORDER BY room_key LIMIT 1",
-                (key,),
-            ).fetchone()
-            if row is None:
-                return
-            key = row[0]
-            yield key
-
     def last_ids(self) -> dict[str, int]:
         """room key (`fold_name` of the room) -> the highest id stored for it."""
-        result = {}
-        for key in self._room_keys():
-            (last,) = self.conn.execute(
-                "SELECT MAX(id) FROM messages WHERE room_key = ?", (key,)
-            ).fetchone()
-            result[key] = last
-        return result
+        return dict(self.conn.execute("SELECT room_key, last_id FROM message_rooms"))
 
     def load_recent(self, per_room: int) -> list[ev.Message]:
         """The last ``per_room`` messages of every room, oldest first within a room."""
         messages: list[ev.Message] = []
         if per_room <= 0:
             return messages
-        for key in self._room_keys():
-            rows = self.conn.execute(
-                "SELECT room, sender, text, id, ts FROM messages WHERE room_key = ? "
-                "ORDER BY id DESC LIMIT ?",
-                (key, per_room),
-            ).fetchall()
-            messages.extend(ev.Message(*row) for row in reversed(rows))
+        conn = self.conn
+        rooms = conn.execute("SELECT last_seq FROM message_rooms ORDER BY room_key").fetchall()
+        for (seq,) in rooms:
+            newest_first: list[list[ev.Message]] = []
+            count = 0
+            while seq is not None and count < per_room:  # back along the room's chain
+                first_id, room, ts_us, body, seq = conn.execute(
+                    "SELECT first_id, room, ts_us, body, prev_seq FROM message_batches "
+                    "WHERE seq = ?",
+                    (seq,),
+                ).fetchone()
+                newest_first.append(_decode(first_id, room, ts_us, body))
+                count += len(newest_first[-1])
+            by_id = {m.id: m for part in reversed(newest_first) for m in part}
+            messages.extend(by_id[id] for id in sorted(by_id)[-per_room:])
         return messages
 
     # -- writing ----------------------------------------------------------------------
 
     def put_nowait(self, message: ev.Message) -> None:
         """Queue a message for writing; never blocks."""
+        self.put_many_nowait((message,))
+
+    def put_many_nowait(self, messages: Iterable[ev.Message]) -> None:
+        """Queue messages for writing, in order (a room's pass); never blocks."""
         pending = self._pending
-        pending.append(message)
+        was_empty = not pending
+        pending.extend(messages)
         if len(pending) > self.max_pending:
             self._drop(len(pending) - self.max_pending)
-        if len(pending) == 1 or len(pending) >= self.batch_size:
+        if was_empty or len(pending) >= self.batch_size:
             self._wake.set()
 
     def _drop(self, count: int) -> None:
@@ -245,9 +342,9 @@ class MessageStore:
     async def _write_batch(self) -> bool:
         """Write up to ``batch_size`` pending messages; False if the write failed."""
         async with self._write_lock:
-            batch = self._pending[: self.batch_size]
-            if not batch:
+            if not self._pending:
                 return True
+            batch = _Batch(self._pending[: self.batch_size])
             del self._pending[: len(batch)]
             try:
                 await trio.to_thread.run_sync(self._write_rows, batch)
@@ -269,18 +366,65 @@ class MessageStore:
         if len(self._pending) > self.max_pending:
             self._drop(len(self._pending) - self.max_pending)
 
-    def _write_rows(self, batch: list[ev.Message]) -> None:
-        """On a worker thread: one transaction, one INSERT statement per batch."""
-        conn = self.conn
-        per_statement = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
-        keys: dict[str, str] = {}
-        with conn:
-            for start in range(0, len(batch), per_statement):
-                chunk = batch[start : start + per_statement]
-                params: list[object] = []
-                for m in chunk:
-                    key = keys.get(m.room)
-                    if key is None:
-                        key = keys[m.room] = fold_name(m.room)
-                    params += (key, m.id, m.room, m.sender, m.text, m.ts)
-                conn.execute(_insert_sql(len(chunk)), params)
+    def _write_rows(self, batch: _Batch) -> None:
+        """On a worker thread: append the batch's rows to the log, in one transaction."""
+        log = self._log.copy()
+        with self.conn:
+            log.append(self.conn, batch.rows)
+        self._log = log  # only once committed: a retry writes the same seqs again
+
+
+@attrs.define
+class _LogPosition:
+    """Where the log ends: the next seq, and each room's last row."""
+
+    next_seq: int = 1
+    last_seq: dict[str, int] = attrs.Factory(dict)
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection) -> _LogPosition:
+        (last,) = conn.execute("SELECT max(seq) FROM message_batches").fetchone()
+        return cls(
+            (last or 0) + 1, dict(conn.execute("SELECT room_key, last_seq FROM message_rooms"))
+        )
+
+    def copy(self) -> _LogPosition:
+        return _LogPosition(self.next_seq, dict(self.last_seq))
+
+    def append(self, conn: sqlite3.Connection, rows: list[_Row]) -> None:
+        """Append ``rows`` (inside the caller's transaction) and move past them."""
+        per_statement = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 8
+        last_seq = self.last_seq
+        values: list[object] = []
+        rooms: dict[str, tuple[str, int, int]] = {}
+        for key, first_id, last_id, room, ts_us, body in rows:
+            seq = self.next_seq
+            self.next_seq += 1
+            values += (seq, key, first_id, last_id, room, ts_us, body, last_seq.get(key))
+            last_seq[key] = seq
+            rooms[key] = (key, last_id, seq)
+        for start in range(0, len(rows), per_statement):
+            chunk = values[start * 8 : (start + per_statement) * 8]
+            conn.execute(_append_sql(len(chunk) // 8), chunk)
+        room_rows = list(rooms.values())
+        per_statement = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 3
+        for start in range(0, len(room_rows), per_statement):
+            part = room_rows[start : start + per_statement]
+            conn.execute(_rooms_sql(len(part)), [v for row in part for v in row])
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """The tables and view, inside the caller's transaction (`executescript` would commit)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Version 1 to 2, inside the caller's transaction: rows per message to the log."""
+    logger.info("migrating the message history to schema version %d", SCHEMA_VERSION)
+    log = _LogPosition.read(conn)
+    rows = conn.execute("SELECT room, sender, text, id, ts FROM messages_v1 ORDER BY room_key, id")
+    while chunk := rows.fetchmany(_MAX_PER_ROW):
+        log.append(conn, _batch_rows([ev.Message(*row) for row in chunk]))
+    conn.execute("DROP TABLE messages_v1")

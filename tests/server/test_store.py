@@ -50,10 +50,14 @@ def test_open_creates_the_schema_in_wal_mode(store: MessageStore, db: Path) -> N
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        # The rows of schema version 1 stay readable, as a view over the log.
         columns = [row[1] for row in conn.execute("PRAGMA table_info(messages)")]
         assert columns == ["room_key", "id", "room", "sender", "text", "ts"]
-        pk = [row[1] for row in sorted(conn.execute("PRAGMA table_info(messages)")) if row[5]]
-        assert pk == ["room_key", "id"]
+        # The log is appended to in seq order; the rooms table is keyed by room.
+        for table, key in [("message_batches", ["seq"]), ("message_rooms", ["room_key"])]:
+            info = sorted(conn.execute(f"PRAGMA table_info({table})"))
+            assert [row[1] for row in info if row[5]] == key
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     finally:
         conn.close()
     assert store.load_recent(10) == []
@@ -274,3 +278,83 @@ def test_invalid_settings_are_refused(db: Path) -> None:
         MessageStore(db, batch_size=0)
     with pytest.raises(ValueError):
         MessageStore(db, batch_size=10, max_pending=5)
+
+
+async def test_a_batch_takes_one_row_per_room_and_the_view_shows_every_message(
+    db: Path,
+) -> None:
+    store = MessageStore(db, batch_size=1000)
+    store.open()
+    sent = [msg(room, i) for i in range(1, 201) for room in ("dev", "ops", "Ops2")]
+    sent.append(ev.Message("dev", "Bob", "later", 201, 1_790_000_999.5))  # another time
+    store.put_many_nowait(sent)
+    await store.flush()
+    store.close()
+    assert store.batches == 1
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT room_key, first_id, last_id FROM message_batches").fetchall()
+        assert sorted(rows) == [("dev", 1, 201), ("ops", 1, 200), ("ops2", 1, 200)]
+        view = conn.execute("SELECT room, id, sender, text, ts FROM messages").fetchall()
+    finally:
+        conn.close()
+    expected = [(m.room, m.id, m.sender, m.text, m.ts) for m in sent]
+    assert sorted(view) == sorted(expected)
+    messages, last_ids = reload(db, per_room=5)
+    assert [m.id for m in messages if m.room == "dev"] == [197, 198, 199, 200, 201]
+    assert sent[-1] in messages  # its own time, not its row's
+    assert last_ids == {"dev": 201, "ops": 200, "ops2": 200}
+
+
+async def test_reload_follows_each_rooms_chain_across_many_batches(
+    store: MessageStore, db: Path
+) -> None:
+    for i in range(1, 31):  # thirty batches, the rooms' rows interleaved in the log
+        store.put_nowait(msg("dev", i))
+        store.put_nowait(msg("ops", i))
+        await store.flush()
+    store.put_nowait(msg("quiet", 1))
+    await store.flush()
+    messages, last_ids = reload(db, per_room=12)
+    assert [m.id for m in messages if m.room == "dev"] == list(range(19, 31))
+    assert [m.id for m in messages if m.room == "ops"] == list(range(19, 31))
+    assert [m.id for m in messages if m.room == "quiet"] == [1]
+    assert last_ids == {"dev": 30, "ops": 30, "quiet": 1}
+    # Reopened, the store appends after the rows already there.
+    again = MessageStore(db)
+    again.open()
+    try:
+        again.put_nowait(msg("dev", 31))
+        await again.flush()
+    finally:
+        again.close()
+    messages, _ = reload(db, per_room=2)
+    assert [m.id for m in messages if m.room == "dev"] == [30, 31]
+
+
+def test_a_version_1_file_is_migrated_with_every_message(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "CREATE TABLE messages (room_key TEXT NOT NULL, id INTEGER NOT NULL, "
+            "room TEXT NOT NULL, sender TEXT NOT NULL, text TEXT NOT NULL, ts REAL NOT NULL, "
+            "PRIMARY KEY (room_key, id)) WITHOUT ROWID"
+        )
+        old = [msg("Dev", i) for i in range(1, 1201)] + [msg("ops", 1, "é ✓ \t tab")]
+        conn.executemany(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+            [(m.room.casefold(), m.id, m.room, m.sender, m.text, m.ts) for m in old],
+        )
+        conn.execute("PRAGMA user_version=1")
+    conn.close()
+    messages, last_ids = reload(db, per_room=2000)
+    assert messages == old
+    assert last_ids == {"dev": 1200, "ops": 1}
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (1201,)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "messages_v1" not in tables
+    finally:
+        conn.close()
