@@ -73,6 +73,8 @@ PROBE_INTERVAL = 0.2
 FILL_CHUNK = 1000
 #: Notices kept for later while Redis cannot be reached; older ones are dropped.
 MAX_PENDING_NOTICES = 10000
+#: How many scheduling ticks the deliverer waits for the subscriber to hand over more.
+COALESCE_TICKS = 8
 
 
 @attrs.frozen
@@ -241,6 +243,12 @@ class Backplane:
         self._sessions = 0
         self._batch_seq = itertools.count(1)
 
+        # Messages ready for the listener, per room, in order: the deliverer hands
+        # each room everything that came in one go as one pass (`_emit`).
+        self._ready: dict[str, list[ev.Message]] = {}
+        self._ready_changed = trio.Event()
+        self._received = 0  # batches and fills that reached _emit, for the deliverer
+
         self._batches_published = 0
         self._lines_published = 0
         self._batches_received = 0
@@ -334,6 +342,7 @@ class Backplane:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._deliverer)
                 await nursery.start(self._subscriber)
                 nursery.start_soon(self._keeper)
                 nursery.start_soon(self._watchdog)
@@ -671,10 +680,9 @@ class Backplane:
             next(self._batch_seq),
             floor,
             len(lines),
+            "\n".join(itertools.chain.from_iterable(lines)),
+            int(config.room_ttl * 1000),
         ]
-        for sender, text in lines:
-            args += (sender, text)
-        args.append(int(config.room_ttl * 1000))
         try:
             result: Any = await self._publish(
                 keys=[self.keys.room_meta(key), self.keys.room_log(key)], args=args
@@ -802,6 +810,7 @@ class Backplane:
                 else:
                     origin, event = wire.decode_room_notice(data, room.name)
                     if origin != self.node:
+                        self._flush_ready(room.key)  # what came before it goes first
                         self._listener.room_notice(room.key, event)
             elif channel == self._node_channel:
                 direct, names = wire.decode_direct(data)
@@ -828,10 +837,50 @@ class Backplane:
         if feed.restarts != restarts:
             logger.warning("cluster: room %s's stream was lost; restarted at %d", room.name, epoch)
         if out:
-            self._delivered += len(out)
-            self._listener.room_messages(room.key, out)
+            self._emit(room.key, out)
         if feed.first_ahead() is not None:
             self._start_fill(room)
+
+    # -- handing messages to the listener ------------------------------------------------
+
+    def _emit(self, key: str, messages: list[ev.Message]) -> None:
+        """Queue a room's next messages for the deliverer."""
+        self._received += 1
+        ready = self._ready.get(key)
+        if ready is None:
+            self._ready[key] = list(messages)
+            self._ready_changed.set()
+        else:
+            ready += messages
+
+    def _flush_ready(self, key: str) -> None:
+        """Hand a room's queued messages over now (before a notice for that room)."""
+        messages = self._ready.pop(key, None)
+        if messages:
+            self._delivered += len(messages)
+            self._listener.room_messages(key, messages)
+
+    async def _deliverer(self) -> None:
+        """Hand the listener each room's queued messages as one pass.
+
+        Every node's batches arrive on one subscription, one pub/sub message each.
+        Delivered one by one, a room with senders on three nodes would cost each of
+        its members three writes where one node costs one.  So this task waits
+        while the subscriber is still handing over what it has already read (at
+        most `COALESCE_TICKS` scheduling ticks), then gives each room all of it.
+        """
+        while True:
+            await self._ready_changed.wait()
+            for _ in range(COALESCE_TICKS):
+                seen = self._received
+                await trio.lowlevel.checkpoint()
+                if self._received == seen:
+                    break
+            self._ready_changed = trio.Event()
+            ready, self._ready = self._ready, {}
+            for key, messages in ready.items():
+                self._delivered += len(messages)
+                self._listener.room_messages(key, messages)
 
     def _check_rooms(self) -> None:
         """Fill what a room should have received by now (e.g. its own last publish)."""
@@ -873,8 +922,7 @@ class Backplane:
                     out += feed.skip(upto)
                 if out:
                     self._gaps_filled += 1
-                    self._delivered += len(out)
-                    self._listener.room_messages(room.key, out)
+                    self._emit(room.key, out)
                 if len(messages) < FILL_CHUNK and feed.gap() is None:
                     return
                 if feed.last < start:

@@ -17,8 +17,10 @@ __all__ = ["CLAIM", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ", "ROSTER", "ROUTE
 #: Append a batch of lines to a room: number them, store them, publish them.
 #:
 #: KEYS: meta, log.  ARGV: channel, maxlen, node, incarnation, batch seq, floor,
-#: count, then sender, text for each line, then the keys' expiry in ms.  Returns
-#: {first id, epoch, ts, duplicate}.
+#: count, the lines as one string (sender, text, sender, text, ... joined by
+#: newlines, which neither holds: one argument, not two per line, keeps the
+#: client's cost per call down), then the keys' expiry in ms.  Returns {first id,
+#: epoch, ts, duplicate}.
 #:
 #: ``epoch`` is the id the room's current stream began after.  When the meta is
 #: missing (a new room, or Redis lost it) a new stream starts after the larger of
@@ -51,18 +53,23 @@ local last = redis.call('HINCRBY', meta, 'seq', n)
 local first = last - n + 1
 local ts = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 local maxlen = ARGV[2]
+local body = ARGV[8]
+local pos = 1
 for i = 0, n - 1 do
+  local a = string.find(body, '\n', pos, true)
+  local b = string.find(body, '\n', a + 1, true) or (#body + 1)
   redis.call('XADD', log, 'MAXLEN', '~', maxlen, string.format('%d', first + i) .. '-0',
-             'f', ARGV[8 + 2 * i], 't', ARGV[9 + 2 * i], 's', ts)
+             'f', string.sub(body, pos, a - 1), 't', string.sub(body, a + 1, b - 1), 's', ts)
+  pos = b + 1
 end
 local sfirst = string.format('%d', first)
 redis.call('HSET', meta, 'n:' .. node,
            inc .. '\t' .. seq .. '\t' .. sfirst .. '\t' .. epoch .. '\t' .. ts)
-redis.call('PEXPIRE', meta, ARGV[8 + 2 * n])
-redis.call('PEXPIRE', log, ARGV[8 + 2 * n])
+redis.call('PEXPIRE', meta, ARGV[9])
+redis.call('PEXPIRE', log, ARGV[9])
 local head = 'M\t' .. epoch .. '\t' .. sfirst .. '\t' .. ts .. '\t' .. n .. '\t' .. node
 if n > 0 then
-  redis.call('PUBLISH', ARGV[1], head .. '\n' .. table.concat(ARGV, '\n', 8, 7 + 2 * n))
+  redis.call('PUBLISH', ARGV[1], head .. '\n' .. body)
 end
 return {sfirst, epoch, ts, 0}
 """
