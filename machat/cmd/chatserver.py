@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     limit("--max-per-ip", int, "N", "connections from one address, 0: unlimited")
     limit("--idle-timeout", float, "SECONDS", "disconnect clients silent this long, 0: never")
     limit("--history-limit", int, "N", "messages kept in memory per room for /history")
+    limit(
+        "--fanout-interval",
+        float,
+        "SECONDS",
+        "a room of 100+ members whose last fan-out carried 8 lines or fewer waits this long "
+        "after it, so paced lines share one write per member; 0: never waits",
+    )
     limit("--stats-interval", float, "SECONDS", "log statistics this often, 0: never")
     p.add_argument(
         "--db",
@@ -211,7 +218,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     for name in ("max_line", "handshake_timeout", "outbox_limit", "history_limit"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
-    for name in ("rate", "burst", "max_clients", "max_per_ip", "idle_timeout", "stats_interval"):
+    for name in (
+        "rate",
+        "burst",
+        "max_clients",
+        "max_per_ip",
+        "idle_timeout",
+        "stats_interval",
+        "fanout_interval",
+    ):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative")
     return ServerConfig(
@@ -220,6 +235,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_line=args.max_line,
         handshake_timeout=args.handshake_timeout,
         outbox_limit=args.outbox_limit,
+        fanout_interval=args.fanout_interval,
         rate=args.rate,
         burst=max(args.burst, 1),
         max_clients=args.max_clients,

@@ -19,6 +19,10 @@ class ServerConfig:
     max_handshake: int = 4096
     handshake_timeout: float = 10.0
     outbox_limit: int = 1 << 20
+    #: A room of 100 members or more whose last fan-out pass carried 8 messages or
+    #: fewer waits this long after it before the next, so that paced lines share a
+    #: pass (a write per member); 0: never waits.  See `machat.server.room`.
+    fanout_interval: float = 0.005
     #: How long pending output may take to flush on quit or shutdown.
     flush_timeout: float = 5.0
     motd: str = ""

@@ -6,6 +6,14 @@ then takes everything queued in one pass: it numbers and stamps each message,
 joins the pass's bytes once per wire format, and hands the same bytes object to
 every member's sender (`Sender.send_nowait`, which never awaits).  The order in
 which the room's channel receives messages is the order every member sees them in.
+
+A pass costs a write per member, whatever it carries.  Paced senders in a big room
+would make a pass of one message each, so a room of `BIG_ROOM` members or more
+whose last pass carried `FEW` messages or fewer starts its next pass no sooner
+than ``fanout_interval`` after it: what arrives meanwhile shares that pass.  A
+quiet room's message still goes out at once (its last pass is long past), and a
+busy one's passes are full anyway; only a steady trickle into a big room waits,
+at most ``fanout_interval`` (Nagle's rule, for a room).
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ __all__ = ["Room"]
 #: How many messages may wait in a room's channel before senders wait.
 ROOM_BUFFER = 256
 
+#: Rooms this big space out passes of `FEW` messages or fewer by ``fanout_interval``.
+BIG_ROOM = 100
+FEW = 8
+
 #: What the room's channel carries: a message (sender, text), or a barrier's Event.
 _Item = tuple[str, str | trio.Event]
 
@@ -38,12 +50,16 @@ class Room:
         first_id: int = 0,
         on_messages: Callable[[list[ev.Message]], None] | None = None,
         buffer: int = ROOM_BUFFER,
+        fanout_interval: float = 0.0,
     ) -> None:
         self.name = name
         self.members: dict[Member, None] = {}
         self.last_id = first_id
         self.messages_out = 0
         self._on_messages = on_messages
+        self.fanout_interval = fanout_interval
+        #: When the last pass of FEW messages or fewer was made (None: the last was full).
+        self._thin_pass_at: float | None = None
         self._send, self._receive = trio.open_memory_channel[_Item](buffer)
 
     def __repr__(self) -> str:
@@ -97,7 +113,10 @@ class Room:
                 # One checkpoint, so that readers woken in this same tick add their
                 # lines to this pass instead of each costing a pass of its own.
                 await trio.lowlevel.checkpoint()
-                self._fan_out(self._take(item))
+                if self._thin_pass_at is not None and len(self.members) >= BIG_ROOM:
+                    await trio.sleep_until(self._thin_pass_at + self.fanout_interval)
+                count = self._fan_out(self._take(item))
+                self._thin_pass_at = trio.current_time() if count <= FEW else None
 
     def flush_nowait(self) -> None:
         """Fan out everything already queued, without yielding."""
@@ -117,19 +136,23 @@ class Room:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return items
 
-    def _fan_out(self, items: list[_Item]) -> None:
-        """Number, stamp and deliver a pass's messages; barriers are kept in place."""
+    def _fan_out(self, items: list[_Item]) -> int:
+        """Number, stamp and deliver a pass's messages (barriers are kept in place);
+        returns how many messages there were."""
         now = round(time.time(), 6)  # what the store keeps exactly
+        count = 0
         messages: list[ev.Message] = []
         for sender, text in items:
             if isinstance(text, trio.Event):  # a barrier: what came before goes out first
                 self._deliver(messages)
+                count += len(messages)
                 messages = []
                 text.set()
                 continue
             self.last_id += 1
             messages.append(ev.Message(self.name, sender, text, self.last_id, now))
         self._deliver(messages)
+        return count + len(messages)
 
     def _deliver(self, messages: list[ev.Message]) -> None:
         """Hand the same bytes, joined once per wire format, to every member's sender."""

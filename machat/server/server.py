@@ -29,6 +29,7 @@ from .history import History
 from .member import Member
 from .memory import MemoryReleaser
 from .moderation import Moderation, SqliteModerationStore
+from .room import Room
 from .sqlite import SqliteDatabase
 from .state import ChatState, Counters
 from .store import MessageStore
@@ -89,6 +90,7 @@ class ChatServer:
             on_messages=self._archive if self.store or self.transcript else None,
             log=self.transcript,
         )
+        self.state.room_factory = partial(Room, fanout_interval=config.fanout_interval)
         # Accounts, bans and topics: in the --db file beside the history.
         self.database = SqliteDatabase(config.db_path) if config.db_path else None
         self.accounts: Accounts | None = None

@@ -334,3 +334,62 @@ async def test_statistics_is_a_frozen_snapshot(nursery: trio.Nursery) -> None:
     with pytest.raises(AttributeError):
         after.users = 5  # type: ignore[misc]
     assert after.format().startswith("stats: 1 online, 1 connections, 1 rooms")
+
+
+async def _big_room(interval: float, size: int) -> tuple[Room, list[_RecordingSender]]:
+    room = Room("big", fanout_interval=interval)
+    senders = [_RecordingSender() for _ in range(size)]
+    for i, sender in enumerate(senders):
+        room.add(Member(f"M{i}", Format.TEXT, sender))
+    return room, senders
+
+
+async def test_a_big_room_lets_a_trickle_of_lines_share_passes(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    room, senders = await _big_room(0.005, 100)
+    nursery.start_soon(room.run)
+    for i in range(20):  # one line a millisecond
+        room.send_nowait("M1", f"line {i}")
+        await trio.sleep(0.001)
+    await trio.sleep(0.1)
+    calls = senders[0].calls
+    # The first line goes out at once; then a pass every 5 ms, each with the lines
+    # that came meanwhile: 20 lines in 5 passes, not 20.
+    assert calls[0] == b"M1:line 0\n"
+    counts = [c.count(b"\n") for c in calls]
+    assert counts[0] == 1 and len(counts) == 5 and max(counts) <= 6, counts
+    assert b"".join(calls) == b"".join(f"M1:line {i}\n".encode() for i in range(20))
+    assert all(c is s.calls[k] for s in senders for k, c in enumerate(calls))
+
+
+async def test_a_quiet_or_small_room_never_waits(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    big, big_senders = await _big_room(0.005, 100)
+    small, small_senders = await _big_room(0.005, 99)
+    nursery.start_soon(big.run)
+    nursery.start_soon(small.run)
+    for room, senders, gap in [(big, big_senders, 0.006), (small, small_senders, 0.001)]:
+        for i in range(5):
+            start = trio.current_time()
+            room.send_nowait("M1", f"line {i}")
+            await trio.testing.wait_all_tasks_blocked()
+            assert trio.current_time() == start  # delivered without waiting
+            assert senders[0].calls[-1] == f"M1:line {i}\n".encode()
+            await trio.sleep(gap)
+
+
+async def test_a_full_pass_does_not_make_the_next_wait(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    room, senders = await _big_room(0.005, 100)
+    nursery.start_soon(room.run)
+    for i in range(9):  # nine lines in one pass: not a thin one
+        room.send_nowait("M1", f"a{i}")
+    await trio.testing.wait_all_tasks_blocked()
+    start = trio.current_time()
+    room.send_nowait("M1", "b")
+    await trio.testing.wait_all_tasks_blocked()
+    assert trio.current_time() == start
+    assert senders[0].calls == [b"".join(f"M1:a{i}\n".encode() for i in range(9)), b"M1:b\n"]
