@@ -38,8 +38,10 @@ import attrs
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "LONGEST_QUIT_LINE",
     "MAX_MINUTES",
     "MIN_PASSWORD",
+    "QUIT_LINES",
     "USAGE",
     "Ban",
     "Bans",
@@ -579,7 +581,9 @@ def help_lines(command: str | None = None) -> list[str]:
 
 # --- Parsing -----------------------------------------------------------------
 
-_QUIT_LINES = frozenset({":quit", "exit"})
+#: Lines that quit, whatever their case and surrounding spaces (MaChat's words).
+QUIT_LINES = frozenset({":quit", "exit"})
+LONGEST_QUIT_LINE = max(map(len, QUIT_LINES))
 _EVERYONE = "all"
 
 
@@ -616,7 +620,7 @@ def parse_line(line: str) -> Command:
 
     Raises `RemoteProtocolError` with code ``BAD_COMMAND`` if the line is malformed.
     """
-    if line.strip().lower() in _QUIT_LINES:
+    if line.strip().lower() in QUIT_LINES:
         return Quit()
     if line.startswith("//"):
         return Say(line[1:])

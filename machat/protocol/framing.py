@@ -133,6 +133,31 @@ class LineBuffer:
             self._compact()
             return line
 
+    def next_lines(self) -> list[bytes]:
+        """Every complete line buffered, in order (``[]`` when there is none).
+
+        The same lines, errors and limits as calling `next_line` until it returns
+        None; a chunk of many short lines is split in one go.  Where a line breaks a
+        rule (too long, or discarding one that was), it falls back to `next_line`,
+        one line at a time, so that the error comes exactly where it did.
+        """
+        data = self._data
+        start = self._start
+        last = -1 if self._discarding else data.rfind(b"\n", start + self._searched)
+        if last == -1:
+            line = self.next_line()
+            return [] if line is None else [line]
+        lines = bytes(data[start:last]).split(b"\n")
+        if b"\r" in data[start:last]:
+            lines = [line.removesuffix(b"\r") for line in lines]
+        if max(map(len, lines)) > self._max_line:
+            line = self.next_line()
+            return [] if line is None else [line]
+        self._start = last + 1
+        self._searched = 0
+        self._compact()
+        return lines
+
     def take_rest(self) -> bytes:
         """Remove and return everything buffered but not yet returned."""
         rest = bytes(self._data[self._start :])
@@ -284,6 +309,19 @@ class Framer:
             return None
         line = self._lines.next_line()
         return None if line is None else LineReceived(line)
+
+    def next_lines(self) -> list[bytes]:
+        """After the handshake: every complete line buffered, as `LineBuffer.next_lines`.
+
+        The bulk form of `next_event` for the reader's hot path (no event object per
+        line); raises RuntimeError before the handshake has been returned.
+        """
+        if self._scanner is not None:
+            raise RuntimeError("next_lines() before the handshake")
+        self._settle_newline()
+        if self._skip_newline:
+            return []
+        return self._lines.next_lines()
 
 
 #: C0 controls but tab, DEL, and the C1 controls (U+009B is a one-character CSI).

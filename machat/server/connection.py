@@ -22,7 +22,7 @@ import trio
 from ..protocol import events as ev
 from ..protocol.errors import ChatError, ErrorCode, RemoteProtocolError
 from ..protocol.formatting import Format, encode
-from ..protocol.framing import Framer, HandshakeReceived, LineReceived, decode_text
+from ..protocol.framing import Framer, HandshakeReceived, decode_text
 from ..protocol.handshake import Handshake, decode_handshake
 from ..protocol.ratelimit import TokenBucket
 from .handlers import settle
@@ -176,27 +176,35 @@ class _Connection:
     async def _read_lines(self, member: Member) -> str:
         """Read and act on lines until the client leaves; returns the leave reason."""
         framer, receive_some = self.framer, self.transport.receive_some
+        say_nowait = self.hub.say_nowait
         idle = self.hub.config.idle_timeout
         while True:
             while True:
                 try:
-                    event = framer.next_event()
+                    lines = framer.next_lines()
                 except RemoteProtocolError as exc:
                     member.send_event(ev.Error(exc.code, exc.message))
                     continue
-                if event is None:
+                if not lines:
                     break
-                assert isinstance(event, LineReceived)
-                bucket = self.bucket
-                if bucket is not None:
-                    delay = bucket.take(trio.current_time())
-                    if delay:
-                        await self._throttle(bucket, delay)
-                    else:
-                        self.throttled = False
-                reason = await self._on_line(event.data)
-                if reason is not None:
-                    return reason
+                for line in lines:
+                    bucket = self.bucket
+                    if bucket is not None:
+                        delay = bucket.take(trio.current_time())
+                        if delay:
+                            await self._throttle(bucket, delay)
+                        else:
+                            self.throttled = False
+                    try:
+                        text = decode_text(line)
+                    except RemoteProtocolError as exc:
+                        member.send_event(ev.Error(exc.code, exc.message))
+                        continue
+                    if say_nowait(member, text):  # the hot path: no await per line
+                        continue
+                    reason = await self._dispatch(member, text)
+                    if reason is not None:
+                        return reason
             if framer.at_eof:
                 await settle(member)
                 return "disconnected"
@@ -234,12 +242,9 @@ class _Connection:
             )
         await trio.sleep(delay)
 
-    async def _on_line(self, data: bytes) -> str | None:
+    async def _dispatch(self, member: Member, text: str) -> str | None:
         """Act on one line; returns a reason if the client is leaving."""
-        member = self.member
-        assert member is not None
         try:
-            text = decode_text(data)
             return await self.hub.dispatch(member, text)
         except (ChatError, RemoteProtocolError) as exc:
             member.send_event(ev.Error(exc.code, exc.message))

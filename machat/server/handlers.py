@@ -22,7 +22,7 @@ from .member import Member
 if TYPE_CHECKING:
     from .server import ChatServer
 
-__all__ = ["dispatch", "settle"]
+__all__ = ["dispatch", "say_nowait", "settle"]
 
 #: How long a leaving member waits for its own last lines to be fanned out.
 SETTLE_TIMEOUT = 1.0
@@ -48,6 +48,26 @@ async def dispatch(server: ChatServer, member: Member, text: str) -> str | None:
         return None
     _HANDLERS[type(command)](server, member, command)
     return None
+
+
+def say_nowait(server: ChatServer, member: Member, text: str) -> bool:
+    """`dispatch` for the commonest line, a plain one into the member's room, when it
+    can be queued at once; False leaves the line to `dispatch` (which then decides
+    exactly as for any line: commands, quit lines, mutes, removals, a full room)."""
+    room = member.room
+    if room is None or not text or text[0] in "/@":
+        return False
+    bare = text.strip()
+    if len(bare) <= cmd.LONGEST_QUIT_LINE and bare.lower() in cmd.QUIT_LINES:
+        return False
+    if server.state.lookup(member.name) is not member or server.moderation.muted(member.name):
+        return False
+    try:
+        room.send_nowait(member.name, text)
+    except (trio.WouldBlock, trio.ClosedResourceError):
+        return False
+    server.state.counters.messages_in += 1
+    return True
 
 
 async def settle(member: Member) -> None:

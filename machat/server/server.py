@@ -24,7 +24,7 @@ from . import admin
 from .accounts import Accounts, SqliteAccountStore
 from .config import ServerConfig
 from .connection import serve_connection
-from .handlers import dispatch
+from .handlers import dispatch, say_nowait
 from .history import History
 from .member import Member
 from .memory import MemoryReleaser
@@ -329,6 +329,9 @@ class ChatServer:
         given = handshake.password or ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise ChatError(ErrorCode.BAD_PASSWORD, "bad password")
+
+    def say_nowait(self, member: Member, text: str) -> bool:
+        return say_nowait(self, member, text)
 
     async def dispatch(self, member: Member, text: str) -> str | None:
         """Act on one line of text; returns a leave reason when the member quits."""

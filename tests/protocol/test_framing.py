@@ -65,21 +65,24 @@ def run_framer(chunks, *, eof=True, **kwargs):
     return out
 
 
-def run_lines(chunks, *, eof=True, max_line=DEFAULT_MAX_LINE):
+def run_lines(chunks, *, eof=True, max_line=DEFAULT_MAX_LINE, bulk=False):
+    """Feed ``chunks`` and drain after each: lines and LINE_TOO_LONG codes, in order.
+
+    ``bulk`` drains with `LineBuffer.next_lines` instead of `next_line`."""
     buf = LineBuffer(max_line)
     out: list = []
 
     def drain() -> None:
         while True:
             try:
-                line = buf.next_line()
+                lines = buf.next_lines() if bulk else [buf.next_line()]
             except RemoteProtocolError as exc:
                 assert exc.code == TOO_LONG
                 out.append(exc.code)
                 continue
-            if line is None:
+            if lines in ([], [None]):
                 return
-            out.append(line)
+            out.extend(lines)
 
     for chunk in chunks:
         buf.feed(chunk)
@@ -545,6 +548,34 @@ def test_line_buffer_model(stream, max_line, data):
     expected = [x if len(x) <= max_line else TOO_LONG for x in lines]
     assert run_lines(draw_split(data.draw, stream), max_line=max_line) == expected
     assert run_lines(bytewise(stream), max_line=max_line) == expected
+    chunks = draw_split(data.draw, stream)
+    assert run_lines(chunks, max_line=max_line, bulk=True) == expected
+
+
+def test_next_lines_splits_a_chunk_in_one_go_and_keeps_the_tail():
+    buf = LineBuffer(10)
+    buf.feed(b"one\r\ntwo\n\nthree\nfo")
+    assert buf.next_lines() == [b"one", b"two", b"", b"three"]
+    assert buf.next_lines() == []
+    buf.feed(b"ur\n")
+    assert buf.next_lines() == [b"four"]
+    # A line over the limit: the lines before it come first, then the error, once.
+    buf.feed(b"ok\n" + b"x" * 11 + b"\nafter\n")
+    assert buf.next_lines() == [b"ok"]
+    with pytest.raises(RemoteProtocolError) as info:
+        buf.next_lines()
+    assert info.value.code == TOO_LONG
+    assert buf.next_lines() == [b"after"]
+
+
+def test_framer_next_lines_only_after_the_handshake():
+    framer = Framer()
+    framer.feed(b'{"name": "Mina", "room": "dev"}\r\nhi\nthere\n')
+    with pytest.raises(RuntimeError):
+        framer.next_lines()
+    assert isinstance(framer.next_event(), HandshakeReceived)
+    assert framer.next_lines() == [b"hi", b"there"]
+    assert framer.next_lines() == []
 
 
 # --- decode_text ---------------------------------------------------------------------

@@ -268,6 +268,9 @@ class _EchoHub:
             raise ChatError(ErrorCode.NAME_IN_USE, "name Taken is already in use; pick another")
         self.events.append(f"admit {member.name} {handshake.room}")
 
+    def say_nowait(self, member: Member, text: str) -> bool:
+        return False  # every line goes to dispatch
+
     async def dispatch(self, member: Member, text: str) -> str | None:
         member.send_event(ev.Info(f"echo {text}"))
         return None
