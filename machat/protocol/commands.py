@@ -70,6 +70,7 @@ __all__ = [
     "check_new_password",
     "format_command",
     "help_lines",
+    "is_plain_line",
     "parse_line",
 ]
 
@@ -613,6 +614,17 @@ def _parse_at(line: str) -> Command | None:
         return Msg(_name_list(targets), _required_text(text))
     except _UsageError as exc:
         raise _bad_command(f"{exc.detail}; usage: @NAME[,NAME...]: TEXT") from None
+
+
+def is_plain_line(line: str) -> bool:
+    """Whether `parse_line` would make ``line`` a `Say` of itself: text for the room.
+
+    The reader's hot path asks this first, and parses only the other lines.
+    """
+    if not line or line[0] in "/@":
+        return False
+    bare = line.strip()
+    return len(bare) > LONGEST_QUIT_LINE or bare.lower() not in QUIT_LINES
 
 
 def parse_line(line: str) -> Command:

@@ -20,6 +20,7 @@ import logging
 import trio
 
 from ..protocol import events as ev
+from ..protocol.commands import is_plain_line
 from ..protocol.errors import ChatError, ErrorCode, RemoteProtocolError
 from ..protocol.formatting import Format, encode
 from ..protocol.framing import Framer, HandshakeReceived, decode_text
@@ -176,7 +177,6 @@ class _Connection:
     async def _read_lines(self, member: Member) -> str:
         """Read and act on lines until the client leaves; returns the leave reason."""
         framer, receive_some = self.framer, self.transport.receive_some
-        say_nowait = self.hub.say_nowait
         idle = self.hub.config.idle_timeout
         while True:
             while True:
@@ -187,24 +187,38 @@ class _Connection:
                     continue
                 if not lines:
                     break
+                # Plain lines gather in a run that goes to the room in one item (the
+                # hot path: no await per line); anything else first sends the run.
+                run: list[str] = []
                 for line in lines:
                     bucket = self.bucket
                     if bucket is not None:
                         delay = bucket.take(trio.current_time())
                         if delay:
+                            if run and (reason := await self._say(member, run)):
+                                return reason
+                            run = []
                             await self._throttle(bucket, delay)
                         else:
                             self.throttled = False
                     try:
                         text = decode_text(line)
                     except RemoteProtocolError as exc:
+                        if run and (reason := await self._say(member, run)):
+                            return reason
+                        run = []
                         member.send_event(ev.Error(exc.code, exc.message))
                         continue
-                    if say_nowait(member, text):  # the hot path: no await per line
+                    if is_plain_line(text):
+                        run.append(text)
                         continue
-                    reason = await self._dispatch(member, text)
-                    if reason is not None:
+                    if run and (reason := await self._say(member, run)):
                         return reason
+                    run = []
+                    if reason := await self._dispatch(member, text):
+                        return reason
+                if run and (reason := await self._say(member, run)):
+                    return reason
             if framer.at_eof:
                 await settle(member)
                 return "disconnected"
@@ -241,6 +255,15 @@ class _Connection:
                 )
             )
         await trio.sleep(delay)
+
+    async def _say(self, member: Member, texts: list[str]) -> str | None:
+        """Plain lines: queued at once if they can be, else dispatched one by one."""
+        if self.hub.say_nowait(member, texts):
+            return None
+        for text in texts:
+            if reason := await self._dispatch(member, text):
+                return reason
+        return None
 
     async def _dispatch(self, member: Member, text: str) -> str | None:
         """Act on one line; returns a reason if the client is leaving."""

@@ -50,23 +50,21 @@ async def dispatch(server: ChatServer, member: Member, text: str) -> str | None:
     return None
 
 
-def say_nowait(server: ChatServer, member: Member, text: str) -> bool:
-    """`dispatch` for the commonest line, a plain one into the member's room, when it
-    can be queued at once; False leaves the line to `dispatch` (which then decides
-    exactly as for any line: commands, quit lines, mutes, removals, a full room)."""
+def say_nowait(server: ChatServer, member: Member, texts: list[str]) -> bool:
+    """`dispatch` for the commonest lines, plain ones (`cmd.is_plain_line`) into the
+    member's room, when they can be queued at once, as one item of the room's
+    channel.  False leaves them to `dispatch`, one by one (which then decides as for
+    any line: mutes, removals, a full room)."""
     room = member.room
-    if room is None or not text or text[0] in "/@":
-        return False
-    bare = text.strip()
-    if len(bare) <= cmd.LONGEST_QUIT_LINE and bare.lower() in cmd.QUIT_LINES:
+    if room is None:
         return False
     if server.state.lookup(member.name) is not member or server.moderation.muted(member.name):
         return False
     try:
-        room.send_nowait(member.name, text)
+        room.send_many_nowait(member.name, texts)
     except (trio.WouldBlock, trio.ClosedResourceError):
         return False
-    server.state.counters.messages_in += 1
+    server.state.counters.messages_in += len(texts)
     return True
 
 

@@ -51,11 +51,10 @@ class Hub(Protocol):
         """Register the member and put it in its room; raises `ChatError` to refuse."""
         ...
 
-    def say_nowait(self, member: Member, text: str) -> bool:
-        """The hot path: queue a plain line in the member's room without waiting.
-
-        False when the line is anything else (a command, a quit line) or must wait
-        (a full room channel, a muted or removed member): then `dispatch` it.
+    def say_nowait(self, member: Member, texts: list[str]) -> bool:
+        """The hot path: queue plain lines (`is_plain_line`) in the member's room
+        without waiting.  False when they must wait (a full room channel, a muted
+        or removed member): then `dispatch` each.
         """
         ...
 

@@ -36,8 +36,11 @@ ROOM_BUFFER = 256
 BIG_ROOM = 100
 FEW = 8
 
-#: What the room's channel carries: a message (sender, text), or a barrier's Event.
-_Item = tuple[str, str | trio.Event]
+#: What the room's channel carries: a message (sender, text), several of one sender
+#: (sender, [text, ...]), or a barrier's Event.
+_Item = tuple[str, str | list[str] | trio.Event]
+#: What a pass takes from it: lists spread out.
+_Line = tuple[str, str | trio.Event]
 
 
 class Room:
@@ -92,6 +95,10 @@ class Room:
     def send_nowait(self, sender: str, text: str) -> None:
         self._send.send_nowait((sender, text))
 
+    def send_many_nowait(self, sender: str, texts: list[str]) -> None:
+        """Queue one sender's consecutive messages as one item (one channel operation)."""
+        self._send.send_nowait((sender, texts))
+
     async def barrier(self) -> None:
         """Wait until everything queued before this call has been fanned out."""
         done = trio.Event()
@@ -126,17 +133,23 @@ class Room:
             return
         self._fan_out(self._take(item))
 
-    def _take(self, first: _Item) -> list[_Item]:
+    def _take(self, first: _Item) -> list[_Line]:
         """``first`` and everything queued behind it, in the channel's order."""
-        items = [first]
+        items: list[_Line] = []
         receive_nowait = self._receive.receive_nowait
+        item = first
         while True:
+            sender, text = item
+            if type(text) is list:
+                items += [(sender, t) for t in text]
+            else:
+                items.append(item)  # type: ignore[arg-type]  # a str or an Event
             try:
-                items.append(receive_nowait())
+                item = receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return items
 
-    def _fan_out(self, items: list[_Item]) -> int:
+    def _fan_out(self, items: list[_Line]) -> int:
         """Number, stamp and deliver a pass's messages (barriers are kept in place);
         returns how many messages there were."""
         now = round(time.time(), 6)  # what the store keeps exactly

@@ -330,8 +330,8 @@ class ChatServer:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise ChatError(ErrorCode.BAD_PASSWORD, "bad password")
 
-    def say_nowait(self, member: Member, text: str) -> bool:
-        return say_nowait(self, member, text)
+    def say_nowait(self, member: Member, texts: list[str]) -> bool:
+        return say_nowait(self, member, texts)
 
     async def dispatch(self, member: Member, text: str) -> str | None:
         """Act on one line of text; returns a leave reason when the member quits."""

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from machat.protocol.commands import (
+    QUIT_LINES,
     USAGE,
     Broadcast,
     Group,
@@ -30,6 +31,7 @@ from machat.protocol.commands import (
     Who,
     format_command,
     help_lines,
+    is_plain_line,
     parse_line,
 )
 from machat.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
@@ -199,8 +201,7 @@ def test_usage_table() -> None:
         "mute", "unmute", "topic",
     }  # fmt: skip
     assert USAGE["nick"] == (
-        "/nick NAME [PASSWORD] (alias /NCK): change your name; "
-        "a registered name needs its password"
+        "/nick NAME [PASSWORD] (alias /NCK): change your name; a registered name needs its password"
     )
     assert USAGE["list"].startswith("/list (alias /LST): ")
     assert USAGE["group"].startswith("/group #NAME [NAME,NAME...] (alias /GRP): ")
@@ -333,3 +334,22 @@ def test_imports_no_trio() -> None:
         "assert 'trio' not in sys.modules, sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(["exit", " EXIT ", ":quit", ":Quit\t", "exits", "/me hi", "@bob: hi", "@"]),
+    )
+)
+def test_is_plain_line_is_exactly_a_say_of_the_line_itself(line: str) -> None:
+    if is_plain_line(line):
+        assert parse_line(line) == Say(line)
+    else:  # the hot path only passes over lines it cannot tell apart cheaply
+        assert not line or line[0] in "/@" or line.strip().lower() in QUIT_LINES
+
+
+def test_plain_lines_and_the_others() -> None:
+    assert is_plain_line("hello") and is_plain_line("exit now") and is_plain_line(" exits")
+    assert not is_plain_line("") and not is_plain_line("/nick Bob")
+    assert not is_plain_line("@Bob: hi") and not is_plain_line("  EXIT ")

@@ -268,7 +268,7 @@ class _EchoHub:
             raise ChatError(ErrorCode.NAME_IN_USE, "name Taken is already in use; pick another")
         self.events.append(f"admit {member.name} {handshake.room}")
 
-    def say_nowait(self, member: Member, text: str) -> bool:
+    def say_nowait(self, member: Member, texts: list[str]) -> bool:
         return False  # every line goes to dispatch
 
     async def dispatch(self, member: Member, text: str) -> str | None:
