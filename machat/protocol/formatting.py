@@ -19,7 +19,7 @@ from typing import Any
 
 from . import events as ev
 
-__all__ = ["Format", "encode", "encode_json", "encode_text", "format_time"]
+__all__ = ["Format", "encode", "encode_json", "encode_messages_text", "encode_text", "format_time"]
 
 
 class Format(enum.Enum):
@@ -179,6 +179,12 @@ _JSON: dict[type, Callable[[Any], dict[str, Any]]] = {
 
 def encode_text(event: ev.Event) -> bytes:
     return _line(_TEXT[type(event)](event))
+
+
+def encode_messages_text(messages: list[ev.Message]) -> bytes:
+    """``b"".join(map(encode_text, messages))``, with one UTF-8 encoding for them all
+    (a room's pass)."""
+    return "".join([f"{m.sender}:{m.text}\n" for m in messages]).encode("utf-8")
 
 
 def encode_json(event: ev.Event) -> bytes:

@@ -75,6 +75,23 @@ class History:
         if message.id > self._last_ids.get(key, 0):
             self._last_ids[key] = message.id
 
+    def record_pass(self, messages: list[ev.Message]) -> None:
+        """`record` for a room's pass: messages of one room, ids ascending."""
+        if not messages:
+            return
+        first, last = messages[0], messages[-1].id
+        key = fold_name(first.room)
+        ring = self._rings.get(key)
+        if ring is None:
+            self.record(first)
+            ring = self._rings[key]
+            messages = messages[1:]
+        else:
+            self._rings.move_to_end(key)
+        ring.extend([(m.room, m.sender, m.text, m.id, m.ts) for m in messages])
+        if last > self._last_ids.get(key, 0):
+            self._last_ids[key] = last
+
     def recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
         """The last ``count`` messages of ``room``, oldest first."""
         key = fold_name(room)

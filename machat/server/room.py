@@ -24,7 +24,7 @@ from collections.abc import Callable
 import trio
 
 from ..protocol import events as ev
-from ..protocol.formatting import Format, encode_json, encode_text
+from ..protocol.formatting import Format, encode_json, encode_messages_text
 from .member import Member, deliver_event
 
 __all__ = ["Room"]
@@ -172,7 +172,7 @@ class Room:
         if not messages:
             return
         text_format = Format.TEXT
-        text_bytes = b"".join([encode_text(m) for m in messages])
+        text_bytes = encode_messages_text(messages)
         json_bytes = b""
         for member in self.members:  # the hot loop: Member.deliver, inlined
             if member.fmt is text_format:

@@ -241,9 +241,7 @@ class ChatState:
         return room
 
     def _record(self, messages: list[ev.Message]) -> None:
-        record = self.history.record
-        for message in messages:
-            record(message)
+        self.history.record_pass(messages)
         if self._on_messages is not None:
             self._on_messages(messages)
 

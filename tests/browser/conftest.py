@@ -220,7 +220,11 @@ class Proxy:
         if not self._open.wait(TIMEOUT * 3) or self._closed:
             client.close()
             return
-        upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=TIMEOUT)
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=TIMEOUT)
+        except OSError:  # the server is gone (the test is ending)
+            client.close()
+            return
         with self._lock:
             self._pairs.append((client, upstream))
         for a, b in ((client, upstream), (upstream, client)):
@@ -239,7 +243,10 @@ class Proxy:
             except OSError:
                 pass
         with self._lock:
-            self._done.append(src)
+            if self._closed:  # `close` has run: nobody else will close it
+                src.close()
+            else:
+                self._done.append(src)
 
     def hold(self) -> None:
         self._open.clear()
@@ -258,13 +265,15 @@ class Proxy:
                     pass
 
     def close(self) -> None:
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self.release()
         self.cut()
         self.listener.close()
         with self._lock:
             for sock in self._done:
                 sock.close()
+            self._done.clear()
 
 
 @pytest.fixture

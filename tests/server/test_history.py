@@ -214,3 +214,29 @@ def test_since_never_gives_a_duplicate_or_a_silent_gap(per_room: int, n: int, si
         assert ids == list(range(since + 1, n + 1))
     else:
         assert since > n or ids[:1] != [since + 1]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    passes=st.lists(
+        st.tuples(st.sampled_from(["dev", "Dev", "ops"]), st.integers(1, 5)), max_size=12
+    ),
+    per_room=st.integers(0, 6),
+)
+def test_record_pass_is_record_of_each(passes: list[tuple[str, int]], per_room: int) -> None:
+    one, bulk = History(per_room, max_rooms=2), History(per_room, max_rooms=2)
+    ids: dict[str, int] = {}
+    for room, count in passes:
+        key = room.casefold()
+        batch = []
+        for _ in range(count):
+            ids[key] = ids.get(key, 0) + 1
+            batch.append(ev.Message(room, "Mina", f"m{ids[key]}", ids[key], 1.5))
+        for m in batch:
+            one.record(m)
+        bulk.record_pass(batch)
+    for room in ("dev", "ops"):
+        assert bulk.recent(room, 10) == one.recent(room, 10)
+        assert bulk.last_id(room) == one.last_id(room)
+        assert bulk.since(room, 2) == one.since(room, 2)
+    assert len(bulk) == len(one) and bulk.rings_dropped == one.rings_dropped
