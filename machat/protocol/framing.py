@@ -143,8 +143,9 @@ class LineBuffer:
         """
         data = self._data
         start = self._start
-        last = -1 if self._discarding else data.rfind(b"\n", start + self._searched)
-        if last == -1:
+        first = -1 if self._discarding else data.find(b"\n", start + self._searched)
+        last = data.rfind(b"\n", first + 1) if first != -1 else -1
+        if last == -1:  # none, or just one: one at a time costs less
             line = self.next_line()
             return [] if line is None else [line]
         lines = bytes(data[start:last]).split(b"\n")
