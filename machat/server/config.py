@@ -21,7 +21,8 @@ class ServerConfig:
     outbox_limit: int = 1 << 20
     #: A room of 100 members or more whose last fan-out pass carried 8 messages or
     #: fewer waits this long after it before the next, so that paced lines share a
-    #: pass (a write per member); 0: never waits.  See `machat.server.room`.
+    #: pass (a write per member); 0: never waits.  See `machat.server.room`.  In a
+    #: cluster every room does so: a pass is a script call, whatever the room's size.
     fanout_interval: float = 0.005
     #: How long pending output may take to flush on quit or shutdown.
     flush_timeout: float = 5.0

@@ -1,0 +1,60 @@
+"""ClusterRoom's passes, against a stand-in backplane (no Redis): each pass is one
+publish, so after a thin pass the next waits out ``fanout_interval``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+import trio.testing
+
+from machat.cluster.node import ClusterRoom
+
+
+class _Backplane:
+    """Records each publish (one script call in the real one) and gives ids."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.next_id = 1
+
+    async def open_room(self, name: str) -> int:
+        return 0
+
+    def close_room(self, name: str) -> None:
+        pass
+
+    async def publish(self, room: str, lines: Sequence[tuple[str, str]], floor: int = 0) -> int:
+        await trio.lowlevel.checkpoint()
+        self.calls.append([text for _, text in lines])
+        first, self.next_id = self.next_id, self.next_id + len(lines)
+        return first
+
+
+async def _trickle(interval: float) -> list[list[str]]:
+    backplane = _Backplane()
+    room = ClusterRoom("dev", backplane=backplane, fanout_interval=interval)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(room.run)
+        for i in range(20):  # one line a millisecond
+            room.send_nowait("Mina", f"l{i}")
+            await trio.sleep(0.001)
+        await trio.sleep(0.1)
+        room.close()
+    return backplane.calls
+
+
+async def test_a_trickle_into_a_cluster_room_shares_script_calls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls = await _trickle(0.005)
+    assert [text for call in calls for text in call] == [f"l{i}" for i in range(20)]
+    assert calls[0] == ["l0"]  # the first line goes at once
+    assert len(calls) <= 6, calls  # then a call per 5 ms, not one per line
+
+
+async def test_without_an_interval_every_line_is_a_call_of_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls = await _trickle(0.0)
+    assert calls == [[f"l{i}"] for i in range(20)]
