@@ -34,9 +34,9 @@ from ..server import admin
 from ..server.accounts import Accounts
 from ..server.config import ServerConfig
 from ..server.member import Member, deliver_event
-from ..server.room import FEW, Room
+from ..server.room import Room
 from ..server.server import ChatServer, ServerStatistics
-from ..server.state import EventLog
+from ..server.state import EventLog, report_sent
 from .backplane import Backplane, BackplaneStatistics, ClusterConfig, ClusterUnavailable
 from .stores import RedisAccountStore, RedisModerationStore
 
@@ -77,16 +77,10 @@ class ClusterRoom(Room):
                     except trio.EndOfChannel:
                         return
                 if item is not None:
-                    # As in Room.run: readers woken in this tick join the pass; and
-                    # after a thin pass, the next waits out the fan-out interval.  A
-                    # pass here costs a script call (about 150 us of Python) whatever
-                    # the room's size, so this holds for every cluster room.
-                    await trio.lowlevel.checkpoint()
-                    if self._thin_pass_at is not None:
-                        await trio.sleep_until(self._thin_pass_at + self.fanout_interval)
-                    items = self._take(item)
-                    await self._publish_pass(items)
-                    self._thin_pass_at = trio.current_time() if len(items) <= FEW else None
+                    await self._publish_pass(await self._gather(item))
+
+    def _spaces_passes(self) -> bool:
+        return True  # a pass is a script call (about 150 us of Python), whatever the size
 
     def close(self) -> None:
         super().close()
@@ -382,13 +376,7 @@ class ClusterServer(ChatServer):
                 found = await backplane.route(member.name, others, c.text, group=group.name)
                 unknown += [n for n, spelled in zip(others, found, strict=True) if spelled is None]
             member.send_event(ev.GroupMessage(group.name, member.name, c.text, time.time()))
-        if delivered:
-            member.send_event(ev.Sent(tuple(delivered)))
-        if unknown:
-            raise ChatError(
-                ErrorCode.NO_SUCH_RECIPIENT,
-                f"unable to send: no such user or group: {', '.join(unknown)}",
-            )
+        report_sent(member, delivered, unknown)
 
     async def _broadcast(self, member: Member, c: cmd.Broadcast) -> None:
         admin.check_speech(self, member)

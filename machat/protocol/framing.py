@@ -145,19 +145,18 @@ class LineBuffer:
         start = self._start
         first = -1 if self._discarding else data.find(b"\n", start + self._searched)
         last = data.rfind(b"\n", first + 1) if first != -1 else -1
-        if last == -1:  # none, or just one: one at a time costs less
-            line = self.next_line()
-            return [] if line is None else [line]
-        lines = bytes(data[start:last]).split(b"\n")
-        if b"\r" in data[start:last]:
-            lines = [line.removesuffix(b"\r") for line in lines]
-        if max(map(len, lines)) > self._max_line:
-            line = self.next_line()
-            return [] if line is None else [line]
-        self._start = last + 1
-        self._searched = 0
-        self._compact()
-        return lines
+        if last != -1:  # two lines or more (one at a time costs less for one)
+            block = bytes(data[start:last])
+            lines = block.split(b"\n")
+            if b"\r" in block:
+                lines = [line.removesuffix(b"\r") for line in lines]
+            if max(map(len, lines)) <= self._max_line:
+                self._start = last + 1
+                self._searched = 0
+                self._compact()
+                return lines
+        line = self.next_line()
+        return [] if line is None else [line]
 
     def take_rest(self) -> bytes:
         """Remove and return everything buffered but not yet returned."""

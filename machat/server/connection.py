@@ -187,37 +187,7 @@ class _Connection:
                     continue
                 if not lines:
                     break
-                # Plain lines gather in a run that goes to the room in one item (the
-                # hot path: no await per line); anything else first sends the run.
-                run: list[str] = []
-                for line in lines:
-                    bucket = self.bucket
-                    if bucket is not None:
-                        delay = bucket.take(trio.current_time())
-                        if delay:
-                            if run and (reason := await self._say(member, run)):
-                                return reason
-                            run = []
-                            await self._throttle(bucket, delay)
-                        else:
-                            self.throttled = False
-                    try:
-                        text = decode_text(line)
-                    except RemoteProtocolError as exc:
-                        if run and (reason := await self._say(member, run)):
-                            return reason
-                        run = []
-                        member.send_event(ev.Error(exc.code, exc.message))
-                        continue
-                    if is_plain_line(text):
-                        run.append(text)
-                        continue
-                    if run and (reason := await self._say(member, run)):
-                        return reason
-                    run = []
-                    if reason := await self._dispatch(member, text):
-                        return reason
-                if run and (reason := await self._say(member, run)):
+                if reason := await self._act_on(member, lines):
                     return reason
             if framer.at_eof:
                 await settle(member)
@@ -256,9 +226,42 @@ class _Connection:
             )
         await trio.sleep(delay)
 
+    async def _act_on(self, member: Member, lines: list[bytes]) -> str | None:
+        """Act on lines in order; returns a reason if the client is leaving.
+
+        Plain lines gather in a run that goes to the room as one item (the hot path:
+        no await per line); a line that must wait for the flood budget, is not valid
+        text or is anything else sends the run first.
+        """
+        run: list[str] = []
+        for line in lines:
+            bucket = self.bucket
+            if bucket is not None and (delay := bucket.take(trio.current_time())):
+                if reason := await self._say(member, run):
+                    return reason
+                run = []
+                await self._throttle(bucket, delay)
+            else:
+                self.throttled = False
+            try:
+                text = decode_text(line)
+            except RemoteProtocolError as exc:
+                text, error = None, ev.Error(exc.code, exc.message)
+            if text is not None and is_plain_line(text):
+                run.append(text)
+                continue
+            if reason := await self._say(member, run):
+                return reason
+            run = []
+            if text is None:
+                member.send_event(error)
+            elif reason := await self._dispatch(member, text):
+                return reason
+        return await self._say(member, run)
+
     async def _say(self, member: Member, texts: list[str]) -> str | None:
         """Plain lines: queued at once if they can be, else dispatched one by one."""
-        if self.hub.say_nowait(member, texts):
+        if not texts or self.hub.say_nowait(member, texts):
             return None
         for text in texts:
             if reason := await self._dispatch(member, text):

@@ -61,10 +61,7 @@ def say_nowait(server: ChatServer, member: Member, texts: list[str]) -> bool:
     if server.state.lookup(member.name) is not member or server.moderation.muted(member.name):
         return False
     try:
-        if len(texts) == 1:
-            room.send_nowait(member.name, texts[0])
-        else:
-            room.send_many_nowait(member.name, texts)
+        room.send_many_nowait(member.name, texts)
     except (trio.WouldBlock, trio.ClosedResourceError):
         return False
     server.state.counters.messages_in += len(texts)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ..protocol import events as ev
 from ..protocol.handshake import fold_name
@@ -62,7 +62,13 @@ class History:
 
     def record(self, message: ev.Message) -> None:
         """Append a just-published message to its room's ring."""
-        key = fold_name(message.room)
+        self.record_pass((message,))
+
+    def record_pass(self, messages: Sequence[ev.Message]) -> None:
+        """Append a room's pass (messages of one room, ids ascending) to its ring."""
+        if not messages:
+            return
+        key = fold_name(messages[0].room)
         ring = self._rings.get(key)
         if ring is None:
             ring = self._rings[key] = deque(maxlen=self.per_room)
@@ -71,24 +77,8 @@ class History:
                 self.rings_dropped += 1
         else:
             self._rings.move_to_end(key)
-        ring.append((message.room, message.sender, message.text, message.id, message.ts))
-        if message.id > self._last_ids.get(key, 0):
-            self._last_ids[key] = message.id
-
-    def record_pass(self, messages: list[ev.Message]) -> None:
-        """`record` for a room's pass: messages of one room, ids ascending."""
-        if not messages:
-            return
-        first, last = messages[0], messages[-1].id
-        key = fold_name(first.room)
-        ring = self._rings.get(key)
-        if ring is None:
-            self.record(first)
-            ring = self._rings[key]
-            messages = messages[1:]
-        else:
-            self._rings.move_to_end(key)
         ring.extend([(m.room, m.sender, m.text, m.id, m.ts) for m in messages])
+        last = messages[-1].id
         if last > self._last_ids.get(key, 0):
             self._last_ids[key] = last
 

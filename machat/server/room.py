@@ -32,7 +32,7 @@ __all__ = ["Room"]
 #: How many messages may wait in a room's channel before senders wait.
 ROOM_BUFFER = 256
 
-#: Rooms this big space out passes of `FEW` messages or fewer by ``fanout_interval``.
+#: Rooms this big space out passes of `FEW` items or fewer by ``fanout_interval``.
 BIG_ROOM = 100
 FEW = 8
 
@@ -97,7 +97,7 @@ class Room:
 
     def send_many_nowait(self, sender: str, texts: list[str]) -> None:
         """Queue one sender's consecutive messages as one item (one channel operation)."""
-        self._send.send_nowait((sender, texts))
+        self._send.send_nowait((sender, texts[0] if len(texts) == 1 else texts))
 
     async def barrier(self) -> None:
         """Wait until everything queued before this call has been fanned out."""
@@ -117,13 +117,7 @@ class Room:
         receive = self._receive
         async with receive:
             async for item in receive:
-                # One checkpoint, so that readers woken in this same tick add their
-                # lines to this pass instead of each costing a pass of its own.
-                await trio.lowlevel.checkpoint()
-                if self._thin_pass_at is not None and len(self.members) >= BIG_ROOM:
-                    await trio.sleep_until(self._thin_pass_at + self.fanout_interval)
-                count = self._fan_out(self._take(item))
-                self._thin_pass_at = trio.current_time() if count <= FEW else None
+                self._fan_out(await self._gather(item))
 
     def flush_nowait(self) -> None:
         """Fan out everything already queued, without yielding."""
@@ -132,6 +126,23 @@ class Room:
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return
         self._fan_out(self._take(item))
+
+    def _spaces_passes(self) -> bool:
+        """Whether a thin pass makes the next wait: here a pass costs a write per
+        member, so only big rooms (a cluster room, whose pass is a script call, says
+        always)."""
+        return len(self.members) >= BIG_ROOM
+
+    async def _gather(self, first: _Item) -> list[_Line]:
+        """A pass's items, ``first`` received: after one checkpoint (readers woken in
+        this same tick add their lines to this pass instead of each costing a pass of
+        its own) and, after a thin pass, what is left of the fan-out interval."""
+        await trio.lowlevel.checkpoint()
+        if self._thin_pass_at is not None and self._spaces_passes():
+            await trio.sleep_until(self._thin_pass_at + self.fanout_interval)
+        items = self._take(first)
+        self._thin_pass_at = trio.current_time() if len(items) <= FEW else None
+        return items
 
     def _take(self, first: _Item) -> list[_Line]:
         """``first`` and everything queued behind it, in the channel's order."""
@@ -149,23 +160,19 @@ class Room:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return items
 
-    def _fan_out(self, items: list[_Line]) -> int:
-        """Number, stamp and deliver a pass's messages (barriers are kept in place);
-        returns how many messages there were."""
+    def _fan_out(self, items: list[_Line]) -> None:
+        """Number, stamp and deliver a pass's messages; barriers are kept in place."""
         now = round(time.time(), 6)  # what the store keeps exactly
-        count = 0
         messages: list[ev.Message] = []
         for sender, text in items:
             if isinstance(text, trio.Event):  # a barrier: what came before goes out first
                 self._deliver(messages)
-                count += len(messages)
                 messages = []
                 text.set()
                 continue
             self.last_id += 1
             messages.append(ev.Message(self.name, sender, text, self.last_id, now))
         self._deliver(messages)
-        return count + len(messages)
 
     def _deliver(self, messages: list[ev.Message]) -> None:
         """Hand the same bytes, joined once per wire format, to every member's sender."""

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from machat.protocol import events as ev
 from machat.protocol.errors import ErrorCode
-from machat.protocol.formatting import Format, encode, encode_json, encode_text, format_time
+from machat.protocol.formatting import (
+    Format,
+    encode,
+    encode_json,
+    encode_messages_text,
+    encode_text,
+    format_time,
+)
 
 TS = 1_700_000_000.25  # 2023-11-14 22:13:20 UTC
 MSG1 = ev.Message("dev", "Mina", "hello", 1, TS)
@@ -309,3 +316,20 @@ def test_message_both_formats(message):
         "id": message.id,
         "ts": message.ts,
     }
+
+
+@given(
+    st.lists(
+        st.builds(
+            ev.Message,
+            room=st.just("dev"),
+            sender=st.sampled_from(["Mina", "Bob"]),
+            text=st.text(max_size=20),
+            id=st.integers(1, 1000),
+            ts=st.just(1.5),
+        ),
+        max_size=8,
+    )
+)
+def test_encode_messages_text_is_encode_text_of_each(messages: list[ev.Message]) -> None:
+    assert encode_messages_text(messages) == b"".join(map(encode_text, messages))
