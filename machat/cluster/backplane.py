@@ -857,8 +857,11 @@ class Backplane:
         """Hand a room's queued messages over now (before a notice for that room)."""
         messages = self._ready.pop(key, None)
         if messages:
-            self._delivered += len(messages)
-            self._listener.room_messages(key, messages)
+            self._hand_over(key, messages)
+
+    def _hand_over(self, key: str, messages: list[ev.Message]) -> None:
+        self._delivered += len(messages)
+        self._listener.room_messages(key, messages)
 
     async def _deliverer(self) -> None:
         """Hand the listener each room's queued messages as one pass.
@@ -879,8 +882,7 @@ class Backplane:
             self._ready_changed = trio.Event()
             ready, self._ready = self._ready, {}
             for key, messages in ready.items():
-                self._delivered += len(messages)
-                self._listener.room_messages(key, messages)
+                self._hand_over(key, messages)
 
     def _check_rooms(self) -> None:
         """Fill what a room should have received by now (e.g. its own last publish)."""

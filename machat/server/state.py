@@ -22,7 +22,7 @@ from .history import History
 from .member import Member, deliver_event
 from .room import Room
 
-__all__ = ["ChatState", "Counters", "EventLog", "Group"]
+__all__ = ["ChatState", "Counters", "EventLog", "Group", "report_sent"]
 
 _GROUP_RE = re.compile(r"#[A-Za-z0-9_-]{1,63}", re.ASCII)
 
@@ -53,6 +53,18 @@ class EventLog(Protocol):
     def join(self, room: str, name: str) -> None: ...
     def leave(self, room: str, name: str, reason: str = "") -> None: ...
     def nick(self, room: str | None, old: str, new: str) -> None: ...
+
+
+def report_sent(sender: Member, delivered: list[str], unknown: list[str]) -> None:
+    """After a private or group message: tell the sender who got it, and raise
+    NO_SUCH_RECIPIENT for the targets nobody answers to (the rest were still served)."""
+    if delivered:
+        sender.send_event(ev.Sent(tuple(delivered)))
+    if unknown:
+        raise ChatError(
+            ErrorCode.NO_SUCH_RECIPIENT,
+            f"unable to send: no such user or group: {', '.join(unknown)}",
+        )
 
 
 class ChatState:
@@ -150,13 +162,7 @@ class ChatState:
                 continue
             recipient.send_event(ev.Private(sender.name, text, now))
             delivered.append(recipient.name)
-        if delivered:
-            sender.send_event(ev.Sent(tuple(delivered)))
-        if unknown:
-            raise ChatError(
-                ErrorCode.NO_SUCH_RECIPIENT,
-                f"unable to send: no such user or group: {', '.join(unknown)}",
-            )
+        report_sent(sender, delivered, unknown)
 
     def _send_group(
         self, sender: Member, group: Group, text: str, now: float, unknown: list[str]
