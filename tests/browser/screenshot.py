@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -34,9 +33,10 @@ def main(wide: str, phone: str) -> None:
             )  # fmt: skip
             page = context.new_page()
             join(page, server.url, "Mina")
-            for name, text in SCRIPT:
+            lines = page.locator(".buffer:not([hidden]) .line.msg")
+            for count, (name, text) in enumerate(SCRIPT, 1):
                 next(b for b in bots if b.name == name).send(text)
-                time.sleep(0.05)
+                expect(lines).to_have_count(count)  # in order: each shown before the next
             bots[2].send("@Mina: lunch at 1?")
             expect(page.locator("#queries")).to_contain_text("Jo")
             expect(page.locator(".buffer:not([hidden]) .line.msg")).to_have_count(len(SCRIPT))
