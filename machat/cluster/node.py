@@ -77,7 +77,9 @@ class ClusterRoom(Room):
                     except trio.EndOfChannel:
                         return
                 if item is not None:
-                    await self._publish_pass(await self._gather(item))
+                    items = await self._gather(item)
+                    await self._publish_pass(items)
+                    self._passed(items)
 
     def _spaces_passes(self) -> bool:
         return True  # a pass is a script call (about 150 us of Python), whatever the size

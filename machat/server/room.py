@@ -117,7 +117,9 @@ class Room:
         receive = self._receive
         async with receive:
             async for item in receive:
-                self._fan_out(await self._gather(item))
+                items = await self._gather(item)
+                self._fan_out(items)
+                self._passed(items)
 
     def flush_nowait(self) -> None:
         """Fan out everything already queued, without yielding."""
@@ -140,9 +142,11 @@ class Room:
         await trio.lowlevel.checkpoint()
         if self._thin_pass_at is not None and self._spaces_passes():
             await trio.sleep_until(self._thin_pass_at + self.fanout_interval)
-        items = self._take(first)
+        return self._take(first)
+
+    def _passed(self, items: list[_Line]) -> None:
+        """A pass is done: note when, if it was thin (the interval runs from its end)."""
         self._thin_pass_at = trio.current_time() if len(items) <= FEW else None
-        return items
 
     def _take(self, first: _Item) -> list[_Line]:
         """``first`` and everything queued behind it, in the channel's order."""
