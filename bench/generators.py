@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import targets
 from scenarios import Scenario
 from targets import REPO_ROOT, Running, Target
 
@@ -107,7 +108,14 @@ def _first_line(argv: list[str]) -> str:
 def _run_json(argv: list[str], timeout: float) -> tuple[int, dict[str, Any] | None, str]:
     """Run a generator; (exit status, its JSON object or None, stderr)."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+            preexec_fn=targets.PLACEMENT.preexec(targets.PLACEMENT.generator),
+        )
     except subprocess.TimeoutExpired:
         return -1, None, f"no answer within {timeout:.0f} s"
     try:

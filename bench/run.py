@@ -31,6 +31,7 @@ from typing import Any
 
 import report
 import scenarios as sc
+import targets as targets_mod
 from benchlib import raise_nofile_limit
 from generators import (
     BENCH,
@@ -134,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--markdown", type=Path, help="also write the tables and targets as Markdown here"
+    )
+    p.add_argument(
+        "--pin",
+        default="auto",
+        help="CPU placement: auto (servers on the first CPU, the generator on the others,"
+        " when there are two or more), off, or S:G such as 0:1 (default auto)",
     )
     p.add_argument(
         "--workdir",
@@ -251,6 +258,10 @@ def measure(
         plan_scenarios = sc.select(sc.scenarios(args.quick, sizes), _csv(args.only))
     except ValueError as exc:
         raise SystemExit(f"run.py: {exc}") from None
+    try:
+        targets_mod.PLACEMENT = targets_mod.Placement.parse(args.pin)
+    except ValueError as exc:
+        raise SystemExit(f"run.py: {exc}") from None
     targets, skipped = choose_targets(_csv(args.targets))
     if not targets:
         raise SystemExit("run.py: no target to run")
@@ -332,6 +343,7 @@ def measure(
             "not_runnable": sorted(unsupported),
             "scenarios": {s.name: s.describe() for s in plan_scenarios},
             "rlimit_nofile": nofile,
+            "placement": targets_mod.PLACEMENT.describe(),
         }
         for line in header(config):
             print(line, flush=True)
@@ -426,6 +438,7 @@ def header(config: dict[str, Any]) -> list[str]:
         f"  date       {m['date_utc']} UTC; {config['repeat']} repetition(s), interleaved,"
         " a fresh server per run",
         f"  generator  {config['generator']}; loadgen-c: {config['loadgen_c']}",
+        f"  placement  {config.get('placement', 'not pinned')} (--pin)",
         f"  machat     python -m machat.cmd.chatserver -a 127.0.0.1:<free port>"
         f" {config['machat_flags']}",
     ]

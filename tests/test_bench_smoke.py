@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -198,3 +199,30 @@ def test_medians_over_an_even_number_of_runs_print(monkeypatch) -> None:
     assert (row["runs"], row["connections"], row["kib_per_conn"]) == (2, 200.5, 7.5)
     lines = report.tables([row], [idle])
     assert lines[2].split()[:5] == ["idle", "machat", "2", "200", "7.5"]
+
+
+def test_placement_parses_and_pins_a_server(tmp_path: Path, monkeypatch) -> None:
+    """``--pin``: auto puts the servers on the first CPU and the generator on the rest;
+    a server started under a placement runs (with every thread it starts) on its CPUs."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import targets
+
+    cpus = sorted(os.sched_getaffinity(0))
+    auto = targets.Placement.parse("auto")
+    if len(cpus) >= 2:
+        assert auto == targets.Placement(frozenset(cpus[:1]), frozenset(cpus[1:]))
+    else:
+        assert auto == targets.Placement()
+    assert targets.Placement.parse("off") == targets.Placement()
+    first = cpus[0]
+    assert targets.Placement.parse(f"{first}:") == targets.Placement(frozenset({first}), None)
+    for bad in ("0", "x:1", "0:y"):
+        with pytest.raises(ValueError, match="expected auto, off or S:G"):
+            targets.Placement.parse(bad)
+
+    monkeypatch.setattr(targets, "PLACEMENT", targets.Placement(frozenset({first}), None))
+    port = targets.free_port()
+    with targets.serve([targets.machat_process(port)], tmp_path, "pinned") as running:
+        (pid,) = running.pids
+        assert os.sched_getaffinity(pid) == {first}
+    assert [code for _, code, _ in running.exits] == [0]
