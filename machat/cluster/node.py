@@ -97,18 +97,20 @@ class ClusterRoom(Room):
         if last > self.last_id:
             self.last_id = last
 
-    async def _publish_pass(self, items: list[tuple[str, str | trio.Event]]) -> None:
+    async def _publish_pass(self, items: list[tuple[str, str | list[str] | trio.Event]]) -> None:
         lines: list[tuple[str, str]] = []
-        for sender, text in items:
-            if isinstance(text, trio.Event):  # a barrier: what came before goes first
+        for sender, said in items:
+            if isinstance(said, trio.Event):  # a barrier: what came before goes first
                 await self._publish(lines)
                 lines = []
                 if self.last_id >= self._published:
-                    text.set()
+                    said.set()
                 else:
-                    self._waiters.append((self._published, text))
-                continue
-            lines.append((sender, text))
+                    self._waiters.append((self._published, said))
+            elif isinstance(said, list):
+                lines += [(sender, text) for text in said]
+            else:
+                lines.append((sender, said))
         await self._publish(lines)
 
     async def _publish(self, lines: list[tuple[str, str]]) -> None:

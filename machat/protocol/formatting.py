@@ -14,12 +14,20 @@ from __future__ import annotations
 import enum
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import events as ev
 
-__all__ = ["Format", "encode", "encode_json", "encode_messages_text", "encode_text", "format_time"]
+__all__ = [
+    "Format",
+    "encode",
+    "encode_json",
+    "encode_messages_text",
+    "encode_text",
+    "format_time",
+    "text_run",
+]
 
 
 class Format(enum.Enum):
@@ -185,6 +193,14 @@ def encode_messages_text(messages: list[ev.Message]) -> bytes:
     """``b"".join(map(encode_text, messages))``, with one UTF-8 encoding for them all
     (a room's pass)."""
     return "".join([f"{m.sender}:{m.text}\n" for m in messages]).encode("utf-8")
+
+
+def text_run(sender: str, texts: Sequence[str]) -> str:
+    """The text format of one sender's consecutive messages (one or more), not yet
+    encoded: ``encode_messages_text`` of them is the UTF-8 of this (a room's pass
+    joins runs)."""
+    head = sender + ":"
+    return head + ("\n" + head).join(texts) + "\n"
 
 
 def encode_json(event: ev.Event) -> bytes:

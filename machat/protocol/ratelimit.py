@@ -22,12 +22,23 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = now
 
-    def take(self, now: float) -> float:
-        """Spend one token; return the seconds to wait before using it (0.0 if none)."""
+    def _refill(self, now: float) -> None:
         elapsed = now - self._last
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
             self._last = now
+
+    def take_all(self, count: int, now: float) -> bool:
+        """Spend ``count`` tokens if the bucket holds them now (no debt); else spend none."""
+        self._refill(now)
+        if self._tokens < count:
+            return False
+        self._tokens -= count
+        return True
+
+    def take(self, now: float) -> float:
+        """Spend one token; return the seconds to wait before using it (0.0 if none)."""
+        self._refill(now)
         self._tokens -= 1.0
         if self._tokens >= 0:
             return 0.0

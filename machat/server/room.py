@@ -24,7 +24,7 @@ from collections.abc import Callable
 import trio
 
 from ..protocol import events as ev
-from ..protocol.formatting import Format, encode_json, encode_messages_text
+from ..protocol.formatting import Format, encode_json, encode_messages_text, text_run
 from .member import Member, deliver_event
 
 __all__ = ["Room"]
@@ -37,10 +37,8 @@ BIG_ROOM = 100
 FEW = 8
 
 #: What the room's channel carries: a message (sender, text), several of one sender
-#: (sender, [text, ...]), or a barrier's Event.
+#: (sender, [text, ...]), or a barrier's Event.  A pass takes a list of them.
 _Item = tuple[str, str | list[str] | trio.Event]
-#: What a pass takes from it: lists spread out.
-_Line = tuple[str, str | trio.Event]
 
 
 class Room:
@@ -135,7 +133,7 @@ class Room:
         always)."""
         return len(self.members) >= BIG_ROOM
 
-    async def _gather(self, first: _Item) -> list[_Line]:
+    async def _gather(self, first: _Item) -> list[_Item]:
         """A pass's items, ``first`` received: after one checkpoint (readers woken in
         this same tick add their lines to this pass instead of each costing a pass of
         its own) and, after a thin pass, what is left of the fan-out interval."""
@@ -144,46 +142,57 @@ class Room:
             await trio.sleep_until(self._thin_pass_at + self.fanout_interval)
         return self._take(first)
 
-    def _passed(self, items: list[_Line]) -> None:
+    def _passed(self, items: list[_Item]) -> None:
         """A pass is done: note when, if it was thin (the interval runs from its end)."""
-        self._thin_pass_at = trio.current_time() if len(items) <= FEW else None
+        thin = len(items) <= FEW and _lines(items) <= FEW
+        self._thin_pass_at = trio.current_time() if thin else None
 
-    def _take(self, first: _Item) -> list[_Line]:
+    def _take(self, first: _Item) -> list[_Item]:
         """``first`` and everything queued behind it, in the channel's order."""
-        items: list[_Line] = []
+        items = [first]
         receive_nowait = self._receive.receive_nowait
-        item = first
         while True:
-            sender, text = item
-            if type(text) is list:
-                items += [(sender, t) for t in text]
-            else:
-                items.append(item)  # type: ignore[arg-type]  # a str or an Event
             try:
-                item = receive_nowait()
+                items.append(receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return items
 
-    def _fan_out(self, items: list[_Line]) -> None:
-        """Number, stamp and deliver a pass's messages; barriers are kept in place."""
-        now = round(time.time(), 6)  # what the store keeps exactly
-        messages: list[ev.Message] = []
-        for sender, text in items:
-            if isinstance(text, trio.Event):  # a barrier: what came before goes out first
-                self._deliver(messages)
-                messages = []
-                text.set()
-                continue
-            self.last_id += 1
-            messages.append(ev.Message(self.name, sender, text, self.last_id, now))
-        self._deliver(messages)
+    def _fan_out(self, items: list[_Item]) -> None:
+        """Number, stamp and deliver a pass's messages; barriers are kept in place.
 
-    def _deliver(self, messages: list[ev.Message]) -> None:
-        """Hand the same bytes, joined once per wire format, to every member's sender."""
+        The text format is built one sender's run at a time (`text_run`), so that a
+        pass joins a piece per run rather than formatting each message."""
+        now = round(time.time(), 6)  # what the store keeps exactly
+        room, message = self.name, ev.Message
+        messages: list[ev.Message] = []
+        text: list[str] = []
+        for sender, said in items:
+            if isinstance(said, list):
+                first = self.last_id + 1
+                self.last_id += len(said)
+                messages += [message(room, sender, t, i, now) for i, t in enumerate(said, first)]
+                text.append(text_run(sender, said))
+            elif isinstance(said, str):
+                self.last_id += 1
+                messages.append(message(room, sender, said, self.last_id, now))
+                text.append(text_run(sender, (said,)))
+            else:  # a barrier: what came before goes out first
+                self._deliver(messages, text)
+                messages, text = [], []
+                said.set()
+        self._deliver(messages, text)
+
+    def _deliver(self, messages: list[ev.Message], text: list[str] | None = None) -> None:
+        """Hand the same bytes, joined once per wire format, to every member's sender.
+
+        ``text``: the messages' text format in pieces, if the caller has it."""
         if not messages:
             return
         text_format = Format.TEXT
-        text_bytes = encode_messages_text(messages)
+        if text is None:
+            text_bytes = encode_messages_text(messages)
+        else:
+            text_bytes = "".join(text).encode("utf-8")
         json_bytes = b""
         for member in self.members:  # the hot loop: Member.deliver, inlined
             if member.fmt is text_format:
@@ -198,3 +207,8 @@ class Room:
         self.messages_out += len(self.members) * len(messages)
         if self._on_messages is not None:
             self._on_messages(messages)
+
+
+def _lines(items: list[_Item]) -> int:
+    """How many messages ``items`` hold (a barrier counts as one)."""
+    return sum(len(said) if isinstance(said, list) else 1 for _, said in items)

@@ -33,8 +33,10 @@ from machat.protocol.commands import (
     help_lines,
     is_plain_line,
     parse_line,
+    plain_lines,
 )
 from machat.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from machat.protocol.framing import decode_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -353,3 +355,66 @@ def test_plain_lines_and_the_others() -> None:
     assert is_plain_line("hello") and is_plain_line("exit now") and is_plain_line(" exits")
     assert not is_plain_line("") and not is_plain_line("/nick Bob")
     assert not is_plain_line("@Bob: hi") and not is_plain_line("  EXIT ")
+
+
+def _decoded_plain(line: bytes) -> str | None:
+    """What the reader makes of one line, alone: its text if it is valid and plain."""
+    try:
+        text = decode_text(line)
+    except RemoteProtocolError:
+        return None
+    return text if is_plain_line(text) else None
+
+
+_framed_line = st.one_of(
+    st.binary(max_size=10).map(lambda b: b.replace(b"\n", b"")),
+    st.text(max_size=10).map(lambda t: t.replace("\n", "").encode("utf-8")),
+    st.sampled_from(
+        [
+            b"hello there",
+            b"exit",
+            b" EXIT ",
+            b":quit",
+            b"\t:QUIT",
+            b"exits",
+            b"/me hi",
+            b"@bob: hi",
+            b"",
+            b"a\tb",
+            b"a\x00b",
+            b"caf\xc3\xa9 ok",
+            b"\xc2\xa0exit",
+            b"\xff\xfe",
+            b"//slash",
+            b"x\r",
+            b"\xe2\x80\x8bzero width",
+        ]
+    ),
+)
+
+
+@given(st.lists(_framed_line, min_size=1, max_size=6))
+def test_plain_lines_is_the_line_by_line_answer_when_it_answers(lines: list[bytes]) -> None:
+    one_by_one = [_decoded_plain(line) for line in lines]
+    texts = plain_lines(lines)
+    if texts is not None:
+        assert texts == one_by_one
+        return
+    # None: some line is not plain text, or one of the unusual ones it leaves to the
+    # line-by-line path (non-ASCII with a character str.isprintable refuses).
+    assert None in one_by_one or any(
+        not line.isascii() and not line.decode("utf-8").isprintable() for line in lines
+    )
+
+
+def test_plain_lines_examples() -> None:
+    assert plain_lines([b"hello", b"caf\xc3\xa9 au lait"]) == ["hello", "caf\u00e9 au lait"]
+    assert plain_lines([b"hello", b"a\tb"]) == ["hello", "a\tb"]
+    assert plain_lines([b"caf\xc3\xa9", b"a\tb"]) is None  # left to the line-by-line path
+    assert plain_lines([b"hello", b"  Exit "]) is None
+    assert plain_lines([b"hello", b"/nick Bob"]) is None
+    assert plain_lines([b"@Bob: hi", b"hello"]) is None
+    assert plain_lines([b"hello", b""]) is None
+    assert plain_lines([b"hello", b"bad\x1b[2J"]) is None
+    assert plain_lines([b"hello", b"\xff"]) is None
+    assert plain_lines([b"exits", b"exit now", b"ok"]) == ["exits", "exit now", "ok"]

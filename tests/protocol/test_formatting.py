@@ -20,6 +20,7 @@ from machat.protocol.formatting import (
     encode_messages_text,
     encode_text,
     format_time,
+    text_run,
 )
 
 TS = 1_700_000_000.25  # 2023-11-14 22:13:20 UTC
@@ -333,3 +334,9 @@ def test_message_both_formats(message):
 )
 def test_encode_messages_text_is_encode_text_of_each(messages: list[ev.Message]) -> None:
     assert encode_messages_text(messages) == b"".join(map(encode_text, messages))
+
+
+@given(st.sampled_from(["Mina", "Bob"]), st.lists(st.text(max_size=20), min_size=1, max_size=8))
+def test_text_run_is_encode_text_of_each_message(sender: str, texts: list[str]) -> None:
+    messages = [ev.Message("dev", sender, text, i, 1.5) for i, text in enumerate(texts, 1)]
+    assert text_run(sender, texts).encode("utf-8") == b"".join(map(encode_text, messages))

@@ -47,3 +47,28 @@ def test_obeying_the_delays_never_exceeds_rate_plus_burst(rate, burst, gaps) -> 
         now += gap
         now += bucket.take(now)  # wait as told, then the line is acted on at `now`
     assert len(gaps) <= burst + rate * now + 1e-6
+
+
+def test_take_all_spends_a_whole_run_or_nothing() -> None:
+    bucket = TokenBucket(rate=5, burst=20)
+    assert bucket.take_all(15, 0.0)
+    assert not bucket.take_all(6, 0.0)  # 5 left: nothing spent
+    assert [bucket.take(0.0) for _ in range(5)] == [0.0] * 5
+    assert bucket.take(0.0) == pytest.approx(0.2)  # now in debt, as before
+    assert not bucket.take_all(1, 0.1)  # still in debt: -1 + 0.5
+    assert bucket.take_all(4, 1.2)  # -1 + 6 = 5 tokens
+
+
+@given(st.lists(st.tuples(st.integers(1, 30), st.floats(0, 2)), max_size=20))
+def test_take_all_is_count_takes_when_none_waits(steps: list[tuple[int, float]]) -> None:
+    """Where take_all says yes, taking one at a time would not have waited either."""
+    bulk, single = TokenBucket(rate=10, burst=25), TokenBucket(rate=10, burst=25)
+    now = 0.0
+    for count, dt in steps:
+        now += dt
+        if bulk.take_all(count, now):
+            assert [single.take(now) for _ in range(count)] == [0.0] * count
+        else:
+            assert any(single.take(now) > 0 for _ in range(count))
+            single = TokenBucket(rate=10, burst=25, now=now)  # resynchronise
+            bulk = TokenBucket(rate=10, burst=25, now=now)

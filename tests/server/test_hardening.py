@@ -92,6 +92,24 @@ async def test_a_flood_is_delayed_not_dropped_with_one_error_per_episode(
 
 
 @with_config(rate=5.0, burst=20)
+async def test_a_chunk_within_the_budget_spends_it_and_the_next_one_waits(
+    connect: Connect, server: ChatServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A chunk of plain lines goes to the room as one run, but still costs a token a line:
+    15 of the 20 at once leave 5, so of the next 10 in one chunk the last 5 wait 1 s."""
+    with trio.fail_after(60):
+        flood = await connect("Flood")
+        lines, took = await _flood(flood, "a", 15)
+        assert took < 0.01 and lines == [f"Flood:a{i}" for i in range(15)]
+        lines, took = await _flood(flood, "b", 10)
+        assert [line for line in lines if not line.startswith("!")] == [
+            f"Flood:b{i}" for i in range(10)
+        ]
+        assert len([line for line in lines if line.startswith(RATE_LIMITED)]) == 1
+        assert 0.9 <= took <= 1.1, took
+
+
+@with_config(rate=5.0, burst=20)
 async def test_a_throttled_client_is_not_read_from(
     connect: Connect, server: ChatServer, autojump_clock: trio.testing.MockClock
 ) -> None:
