@@ -189,7 +189,7 @@ def encode_text(event: ev.Event) -> bytes:
     return _line(_TEXT[type(event)](event))
 
 
-def encode_messages_text(messages: list[ev.Message]) -> bytes:
+def encode_messages_text(messages: Sequence[ev.Message]) -> bytes:
     """``b"".join(map(encode_text, messages))``, with one UTF-8 encoding for them all
     (a room's pass)."""
     return "".join([f"{m.sender}:{m.text}\n" for m in messages]).encode("utf-8")

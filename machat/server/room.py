@@ -49,7 +49,7 @@ class Room:
         name: str,
         *,
         first_id: int = 0,
-        on_messages: Callable[[list[ev.Message]], None] | None = None,
+        on_messages: Callable[[list[ev.Message], bytes], None] | None = None,
         buffer: int = ROOM_BUFFER,
         fanout_interval: float = 0.0,
     ) -> None:
@@ -206,7 +206,7 @@ class Room:
                 member.evict_too_slow()
         self.messages_out += len(self.members) * len(messages)
         if self._on_messages is not None:
-            self._on_messages(messages)
+            self._on_messages(messages, text_bytes)
 
 
 def _lines(items: list[_Item]) -> int:

@@ -161,9 +161,9 @@ class ChatServer:
         for store in self._sqlite_stores:
             store.open()
 
-    def _archive(self, messages: list[ev.Message]) -> None:
+    def _archive(self, messages: list[ev.Message], text: bytes) -> None:
         if self.store is not None:
-            self.store.put_many_nowait(messages)
+            self.store.put_pass(messages, text)
         if self.transcript is not None:
             for message in messages:
                 self.transcript.message(message)

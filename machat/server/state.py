@@ -80,7 +80,7 @@ class ChatState:
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
         *,
         history: History | None = None,
-        on_messages: Callable[[list[ev.Message]], None] | None = None,
+        on_messages: Callable[[list[ev.Message], bytes], None] | None = None,
         log: EventLog | None = None,
     ) -> None:
         self._spawn = spawn
@@ -246,10 +246,11 @@ class ChatState:
             self._log.join(room.name, member.name)
         return room
 
-    def _record(self, messages: list[ev.Message]) -> None:
+    def _record(self, messages: list[ev.Message], text: bytes) -> None:
+        """A room's pass: ``messages``, and ``text``, their text format."""
         self.history.record_pass(messages)
         if self._on_messages is not None:
-            self._on_messages(messages)
+            self._on_messages(messages, text)
 
     def leave(self, member: Member, reason: str = "") -> None:
         room = member.room

@@ -9,8 +9,12 @@ never used by two threads at once.
 
 The file is a log: a batch appends one row per room it touched, holding that room's
 messages of the batch (see `_SCHEMA`), and updates the room's entry in a small table
-of rooms.  Appending keeps a batch's cost to the pages at the end of the log, however
-many rooms are busy; the first layout (a row per message, keyed by room and id)
+of rooms.  A row keeps its messages as the bytes the room sent, ``sender:text`` lines
+(`put_pass` takes them from the room's pass), so storing a message costs the event
+loop next to nothing: schema version 2 encoded each batch as JSON, and that
+encoding, over messages no longer in the cache, cost 0.7 us per message.
+Appending keeps a batch's cost to the pages at the end of the log, however many
+rooms are busy; the first layout (a row per message, keyed by room and id)
 dirtied a b-tree page per room in every batch, several microseconds per message.
 Each row points at its room's previous row, so reading a room's recent history back
 at startup follows that chain from the room's last row and needs no index.
@@ -29,26 +33,27 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import attrs
 import trio
 
 from ..protocol import events as ev
+from ..protocol.formatting import encode_messages_text
 from ..protocol.handshake import fold_name
 
 __all__ = ["MessageStore", "StoreStatistics"]
 
 logger = logging.getLogger("machat.server.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# message_batches: the log.  ``body`` is the JSON array ``[senders, texts,
-# ts_offsets]``: the message with id ``first_id + i`` was sent by ``senders[i]`` at
-# ``(ts_us + ts_offsets[i]) / 1e6``; ``ts_offsets`` is empty when they share one time
+# message_batches: the log.  ``lines`` holds the row's messages in the text wire
+# format, ``sender:text\n`` each (a name holds no colon, a text no newline): the
+# message with id ``first_id + i`` is line i.  Its time is ``(ts_us + offset) / 1e6``,
+# where ``ts_offsets`` is the JSON array of the offsets, or '' when every offset is 0
 # (a room's pass stamps all its messages alike).  Times are kept to the microsecond,
-# in integers: a float's repr was the dearest part of encoding a batch.
-# ``prev_seq`` is the seq of the room's previous row (NULL for its first).
+# in integers.  ``prev_seq`` is the seq of the room's previous row (NULL for its first).
 # message_rooms: per room, its highest id and its last row.
 # messages: the rows of schema version 1, for people reading the file with sqlite3.
 _SCHEMA = """
@@ -59,7 +64,8 @@ CREATE TABLE IF NOT EXISTS message_batches (
     last_id INTEGER NOT NULL,
     room TEXT NOT NULL,
     ts_us INTEGER NOT NULL,
-    body TEXT NOT NULL,
+    lines BLOB NOT NULL,
+    ts_offsets TEXT NOT NULL,
     prev_seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS message_rooms (
@@ -68,17 +74,29 @@ CREATE TABLE IF NOT EXISTS message_rooms (
     last_seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE VIEW IF NOT EXISTS messages (room_key, id, room, sender, text, ts) AS
-    SELECT b.room_key, b.first_id + t.key, b.room,
-        json_extract(b.body, '$[0][' || t.key || ']'), t.value,
-        (b.ts_us + coalesce(json_extract(b.body, '$[2][' || t.key || ']'), 0)) / 1e6
-    FROM message_batches AS b, json_each(b.body, '$[1]') AS t;
+    WITH RECURSIVE split (seq, i, line, rest) AS (
+        SELECT seq, -1, NULL, CAST(lines AS TEXT) FROM message_batches
+        UNION ALL
+        SELECT seq, i + 1, substr(rest, 1, instr(rest, char(10)) - 1),
+            substr(rest, instr(rest, char(10)) + 1)
+        FROM split WHERE rest <> ''
+    )
+    SELECT b.room_key, b.first_id + s.i, b.room,
+        substr(s.line, 1, instr(s.line, ':') - 1), substr(s.line, instr(s.line, ':') + 1),
+        (b.ts_us + coalesce(json_extract(nullif(b.ts_offsets, ''), '$[' || s.i || ']'), 0))
+            / 1e6
+    FROM split AS s JOIN message_batches AS b USING (seq) WHERE s.i >= 0;
 """
 
-#: The most messages one row holds.
+#: The most messages a row gathers from several passes (a bigger pass is one row).
 _MAX_PER_ROW = 500
 
-#: A row before it has a place in the log: room_key, first_id, last_id, room, ts_us, body.
-_Row = tuple[str, int, int, str, int, str]
+#: A room's pass: its messages (one room, consecutive ids) and their text format.
+_Pass = tuple[Sequence[ev.Message], bytes]
+#: A row before it has a place in the log: room_key, first_id, last_id, room, ts_us,
+#: lines, ts_offsets.
+_Row = tuple[str, int, int, str, int, bytes, str]
+_COLUMNS = 9
 
 
 @functools.cache
@@ -86,10 +104,10 @@ def _append_sql(rows: int) -> str:
     """One INSERT for ``rows`` log rows: the sqlite3 module lets go of the GIL around
     every statement step, so a statement per row would make the writer thread and
     the event loop hand the GIL back and forth for every row."""
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     return (
-        "INSERT OR REPLACE INTO message_batches "
-        f"(seq, room_key, first_id, last_id, room, ts_us, body, prev_seq) VALUES {values}"
+        "INSERT OR REPLACE INTO message_batches (seq, room_key, first_id, last_id, room,"
+        f" ts_us, lines, ts_offsets, prev_seq) VALUES {values}"
     )
 
 
@@ -103,57 +121,82 @@ def _rooms_sql(rows: int) -> str:
     )
 
 
-class _Batch(list[ev.Message]):
-    """Messages taken from the pending list together, with the rows that store them.
+class _Batch:
+    """Passes taken from the pending list together, with the rows that store them.
 
-    The rows are encoded on the event loop's thread, where the messages came from:
-    the writer thread then holds the GIL only to bind a few values per row, and
-    does not make the event loop wait for the GIL while it encodes.
+    The rows are made on the event loop's thread, where the passes came from: the
+    writer thread then holds the GIL only to bind a few values per row.
     """
 
-    __slots__ = ("rows",)
+    __slots__ = ("count", "passes", "rows")
 
-    def __init__(self, messages: Iterable[ev.Message]) -> None:
-        super().__init__(messages)
-        self.rows = _batch_rows(self)
+    def __init__(self, passes: list[_Pass]) -> None:
+        self.passes = passes
+        self.count = sum(len(messages) for messages, _ in passes)
+        self.rows = _batch_rows(passes)
+
+    def __len__(self) -> int:
+        """How many messages."""
+        return self.count
 
 
-def _batch_rows(batch: list[ev.Message]) -> list[_Row]:
-    """The rows that store ``batch``: one per run of consecutive ids of a room."""
-    runs: dict[str, list[ev.Message]] = {}  # room spelling -> its current run
+def _batch_rows(passes: list[_Pass]) -> list[_Row]:
+    """The rows that store ``passes``: one per run of consecutive ids of a room."""
+    runs: dict[str, list[_Pass]] = {}  # room spelling -> its current run of passes
+    sizes: dict[str, int] = {}
     rows: list[_Row] = []
-    for m in batch:
-        run = runs.get(m.room)
-        if run is not None and m.id == run[-1].id + 1 and len(run) < _MAX_PER_ROW:
-            run.append(m)
+    for p in passes:
+        messages = p[0]
+        room = messages[0].room
+        run = runs.get(room)
+        if (
+            run is not None
+            and messages[0].id == run[-1][0][-1].id + 1
+            and sizes[room] + len(messages) <= _MAX_PER_ROW
+        ):
+            run.append(p)
+            sizes[room] += len(messages)
         else:
             if run is not None:
                 rows.append(_row(run))
-            runs[m.room] = [m]
+            runs[room] = [p]
+            sizes[room] = len(messages)
     rows.extend(map(_row, runs.values()))
     return rows
 
 
-def _row(run: list[ev.Message]) -> _Row:
-    first = run[0]
-    times = [m.ts for m in run]
-    ts_us = round(times[0] * 1e6)
-    if times.count(times[0]) == len(times):  # one pass: one time for all
-        offsets = []
+def _row(run: list[_Pass]) -> _Row:
+    first, last = run[0][0][0], run[-1][0][-1]
+    ts_us = round(first.ts * 1e6)
+    lines = run[0][1] if len(run) == 1 else b"".join([text for _, text in run])
+    times = [m.ts for messages, _ in run for m in messages]
+    if times.count(first.ts) == len(times):  # one pass, or passes of one time
+        offsets = ""
     else:
-        offsets = [round(ts * 1e6) - ts_us for ts in times]
-    body = json.dumps([[m.sender for m in run], [m.text for m in run], offsets])
-    return (fold_name(first.room), first.id, run[-1].id, first.room, ts_us, body)
+        offsets = json.dumps([round(ts * 1e6) - ts_us for ts in times], separators=(",", ":"))
+    return (fold_name(first.room), first.id, last.id, first.room, ts_us, lines, offsets)
 
 
-def _decode(first_id: int, room: str, ts_us: int, body: str) -> list[ev.Message]:
-    senders, texts, offsets = json.loads(body)
-    if not offsets:
-        offsets = [0] * len(texts)
-    return [
-        ev.Message(room, sender, text, first_id + i, (ts_us + offset) / 1e6)
-        for i, (sender, text, offset) in enumerate(zip(senders, texts, offsets, strict=True))
-    ]
+def _runs(messages: Iterable[ev.Message]) -> list[list[ev.Message]]:
+    """``messages`` cut into runs of consecutive ids of one room."""
+    runs: list[list[ev.Message]] = []
+    for m in messages:
+        if runs and runs[-1][-1].room == m.room and runs[-1][-1].id + 1 == m.id:
+            runs[-1].append(m)
+        else:
+            runs.append([m])
+    return runs
+
+
+def _decode(first_id: int, room: str, ts_us: int, lines: bytes, offsets: str) -> list[ev.Message]:
+    texts = lines.decode("utf-8").split("\n")
+    texts.pop()  # after the last newline
+    deltas = json.loads(offsets) if offsets else [0] * len(texts)
+    messages = []
+    for i, (line, delta) in enumerate(zip(texts, deltas, strict=True)):
+        sender, _, text = line.partition(":")
+        messages.append(ev.Message(room, sender, text, first_id + i, (ts_us + delta) / 1e6))
+    return messages
 
 
 @attrs.frozen
@@ -192,19 +235,21 @@ class MessageStore:
         self.dropped = 0
         self._conn: sqlite3.Connection | None = None
         self._log = _LogPosition()
-        self._pending: list[ev.Message] = []
+        self._pending: list[_Pass] = []
+        self._pending_count = 0  # messages in _pending
         self._wake = trio.Event()
         self._write_lock = trio.Lock()
 
     def __repr__(self) -> str:
-        return f"<MessageStore {self.path!r} pending={len(self._pending)}>"
+        return f"<MessageStore {self.path!r} pending={self.pending}>"
 
     # -- setup (synchronous, before serving) ------------------------------------------
 
     def open(self) -> None:
         """Open or create the database; raises `sqlite3.Error` if it cannot.
 
-        A version-1 file (a row per message) is migrated to the log in one transaction.
+        A file of an earlier version (1: a row per message; 2: the log with JSON rows)
+        is migrated in one transaction.
         """
         conn = sqlite3.connect(self.path, check_same_thread=False)
         try:
@@ -218,6 +263,9 @@ class MessageStore:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version == 1:
                     conn.execute("ALTER TABLE messages RENAME TO messages_v1")
+                elif version == 2:
+                    conn.execute("DROP VIEW messages")
+                    conn.execute("ALTER TABLE message_batches RENAME TO message_batches_v2")
                 elif version not in (0, SCHEMA_VERSION):
                     raise sqlite3.DatabaseError(
                         f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}"
@@ -226,6 +274,8 @@ class MessageStore:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 if version == 1:
                     _migrate_from_1(conn)
+                elif version == 2:
+                    _migrate_from_2(conn)
             self._log = _LogPosition.read(conn)
         except BaseException:
             conn.close()
@@ -237,7 +287,7 @@ class MessageStore:
         if self._write_lock.locked():
             raise RuntimeError("MessageStore.close() while a write is in progress")
         if self._pending:
-            logger.warning("%s: closing with %d messages unwritten", self.path, len(self._pending))
+            logger.warning("%s: closing with %d messages unwritten", self.path, self.pending)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -263,12 +313,12 @@ class MessageStore:
             newest_first: list[list[ev.Message]] = []
             count = 0
             while seq is not None and count < per_room:  # back along the room's chain
-                first_id, room, ts_us, body, seq = conn.execute(
-                    "SELECT first_id, room, ts_us, body, prev_seq FROM message_batches "
-                    "WHERE seq = ?",
+                first_id, room, ts_us, lines, offsets, seq = conn.execute(
+                    "SELECT first_id, room, ts_us, lines, ts_offsets, prev_seq"
+                    " FROM message_batches WHERE seq = ?",
                     (seq,),
                 ).fetchone()
-                newest_first.append(_decode(first_id, room, ts_us, body))
+                newest_first.append(_decode(first_id, room, ts_us, lines, offsets))
                 count += len(newest_first[-1])
             by_id = {m.id: m for part in reversed(newest_first) for m in part}
             messages.extend(by_id[id] for id in sorted(by_id)[-per_room:])
@@ -278,37 +328,58 @@ class MessageStore:
 
     def put_nowait(self, message: ev.Message) -> None:
         """Queue a message for writing; never blocks."""
-        self.put_many_nowait((message,))
+        self.put_pass((message,))
 
     def put_many_nowait(self, messages: Iterable[ev.Message]) -> None:
-        """Queue messages for writing, in order (a room's pass); never blocks."""
-        pending = self._pending
-        was_empty = not pending
-        pending.extend(messages)
-        if len(pending) > self.max_pending:
-            self._drop(len(pending) - self.max_pending)
-        if was_empty or len(pending) >= self.batch_size:
+        """Queue messages for writing, in order, of any rooms; never blocks."""
+        for run in _runs(messages):
+            self.put_pass(run)
+
+    def put_pass(self, messages: Sequence[ev.Message], text: bytes | None = None) -> None:
+        """Queue a room's pass for writing; never blocks.
+
+        ``messages``: of one room, with consecutive ids (what `Room` hands over).
+        ``text``: their text format (`encode_messages_text`), which the room has made
+        anyway; it is what the log keeps.
+        """
+        if not messages:
+            return
+        if text is None:
+            text = encode_messages_text(messages)
+        was_empty = not self._pending
+        self._pending.append((messages, text))
+        self._pending_count += len(messages)
+        if self._pending_count > self.max_pending:
+            self._drop(self._pending_count - self.max_pending)
+        if was_empty or self._pending_count >= self.batch_size:
             self._wake.set()
 
     def _drop(self, count: int) -> None:
-        del self._pending[:count]
+        """Drop the oldest passes that hold ``count`` messages (whole passes: a little
+        more when the last one straddles)."""
+        dropped = taken = 0
+        while dropped < count and taken < len(self._pending):
+            dropped += len(self._pending[taken][0])
+            taken += 1
+        del self._pending[:taken]
+        self._pending_count -= dropped
         if not self.dropped:
             logger.error(
                 "%s: more than %d messages pending; dropping the oldest",
                 self.path,
                 self.max_pending,
             )
-        self.dropped += count
+        self.dropped += dropped
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._pending_count
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
             written=self.written,
             batches=self.batches,
-            pending=len(self._pending),
+            pending=self._pending_count,
             failures=self.failures,
             dropped=self.dropped,
         )
@@ -321,7 +392,7 @@ class MessageStore:
                 if not self._pending:
                     self._wake = trio.Event()
                     await self._wake.wait()
-                if len(self._pending) < self.batch_size:
+                if self._pending_count < self.batch_size:
                     self._wake = trio.Event()
                     with trio.move_on_after(self.batch_interval):
                         await self._wake.wait()
@@ -344,27 +415,33 @@ class MessageStore:
         async with self._write_lock:
             if not self._pending:
                 return True
-            batch = _Batch(self._pending[: self.batch_size])
-            del self._pending[: len(batch)]
+            taken = count = 0  # whole passes, at least one
+            while taken < len(self._pending) and count < self.batch_size:
+                count += len(self._pending[taken][0])
+                taken += 1
+            batch = _Batch(self._pending[:taken])
+            del self._pending[:taken]
+            self._pending_count -= batch.count
             try:
                 await trio.to_thread.run_sync(self._write_rows, batch)
             except (sqlite3.Error, OSError):
                 self.failures += 1
-                logger.exception("%s: cannot write %d messages; will retry", self.path, len(batch))
+                logger.exception("%s: cannot write %d messages; will retry", self.path, batch.count)
                 self._requeue(batch)
                 return False
             except BaseException:
                 # Cancelled before the thread started: nothing was written.
                 self._requeue(batch)
                 raise
-            self.written += len(batch)
+            self.written += batch.count
             self.batches += 1
             return True
 
-    def _requeue(self, batch: list[ev.Message]) -> None:
-        self._pending[:0] = batch
-        if len(self._pending) > self.max_pending:
-            self._drop(len(self._pending) - self.max_pending)
+    def _requeue(self, batch: _Batch) -> None:
+        self._pending[:0] = batch.passes
+        self._pending_count += batch.count
+        if self._pending_count > self.max_pending:
+            self._drop(self._pending_count - self.max_pending)
 
     def _write_rows(self, batch: _Batch) -> None:
         """On a worker thread: append the batch's rows to the log, in one transaction."""
@@ -393,19 +470,19 @@ class _LogPosition:
 
     def append(self, conn: sqlite3.Connection, rows: list[_Row]) -> None:
         """Append ``rows`` (inside the caller's transaction) and move past them."""
-        per_statement = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 8
+        per_statement = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS
         last_seq = self.last_seq
         values: list[object] = []
         rooms: dict[str, tuple[str, int, int]] = {}
-        for key, first_id, last_id, room, ts_us, body in rows:
+        for key, first_id, last_id, room, ts_us, lines, offsets in rows:
             seq = self.next_seq
             self.next_seq += 1
-            values += (seq, key, first_id, last_id, room, ts_us, body, last_seq.get(key))
+            values += (seq, key, first_id, last_id, room, ts_us, lines, offsets, last_seq.get(key))
             last_seq[key] = seq
             rooms[key] = (key, last_id, seq)
         for start in range(0, len(rows), per_statement):
-            chunk = values[start * 8 : (start + per_statement) * 8]
-            conn.execute(_append_sql(len(chunk) // 8), chunk)
+            chunk = values[start * _COLUMNS : (start + per_statement) * _COLUMNS]
+            conn.execute(_append_sql(len(chunk) // _COLUMNS), chunk)
         room_rows = list(rooms.values())
         per_statement = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 3
         for start in range(0, len(room_rows), per_statement):
@@ -421,10 +498,31 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_from_1(conn: sqlite3.Connection) -> None:
-    """Version 1 to 2, inside the caller's transaction: rows per message to the log."""
-    logger.info("migrating the message history to schema version %d", SCHEMA_VERSION)
+    """Version 1, inside the caller's transaction: rows per message to the log."""
+    logger.info("migrating the message history from schema version 1 to %d", SCHEMA_VERSION)
     log = _LogPosition.read(conn)
     rows = conn.execute("SELECT room, sender, text, id, ts FROM messages_v1 ORDER BY room_key, id")
     while chunk := rows.fetchmany(_MAX_PER_ROW):
-        log.append(conn, _batch_rows([ev.Message(*row) for row in chunk]))
+        runs = _runs(ev.Message(*row) for row in chunk)
+        log.append(conn, _batch_rows([(run, encode_messages_text(run)) for run in runs]))
     conn.execute("DROP TABLE messages_v1")
+
+
+def _migrate_from_2(conn: sqlite3.Connection) -> None:
+    """Version 2, inside the caller's transaction: each JSON row becomes a row of lines,
+    with the same seq (the rooms' chains and last rows stay as they are)."""
+    logger.info("migrating the message history from schema version 2 to %d", SCHEMA_VERSION)
+    rows = conn.execute(
+        "SELECT seq, room_key, first_id, last_id, room, ts_us, body, prev_seq"
+        " FROM message_batches_v2 ORDER BY seq"
+    )
+    per_statement = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS
+    while chunk := rows.fetchmany(min(_MAX_PER_ROW, per_statement)):
+        values: list[object] = []
+        for seq, key, first_id, last_id, room, ts_us, body, prev_seq in chunk:
+            senders, texts, offsets = json.loads(body)
+            lines = "".join([f"{s}:{t}\n" for s, t in zip(senders, texts, strict=True)])
+            packed = json.dumps(offsets, separators=(",", ":")) if offsets else ""
+            values += (seq, key, first_id, last_id, room, ts_us, lines.encode(), packed, prev_seq)
+        conn.execute(_append_sql(len(chunk)), values)
+    conn.execute("DROP TABLE message_batches_v2")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from machat.protocol import events as ev
 from machat.server.store import MessageStore
@@ -57,7 +59,7 @@ def test_open_creates_the_schema_in_wal_mode(store: MessageStore, db: Path) -> N
         for table, key in [("message_batches", ["seq"]), ("message_rooms", ["room_key"])]:
             info = sorted(conn.execute(f"PRAGMA table_info({table})"))
             assert [row[1] for row in info if row[5]] == key
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     finally:
         conn.close()
     assert store.load_recent(10) == []
@@ -261,8 +263,8 @@ def test_pending_is_bounded_by_dropping_the_oldest(db: Path) -> None:
 async def test_messages_put_during_a_write_are_kept(store: MessageStore, db: Path) -> None:
     real = store._write_rows
 
-    def slow(batch: list[ev.Message]) -> None:
-        if batch[0].id == 1:
+    def slow(batch) -> None:  # a store._Batch
+        if batch.rows[0][1] == 1:  # the first row's first id
             trio.from_thread.run_sync(store.put_nowait, msg("dev", 2))
         real(batch)
 
@@ -352,9 +354,132 @@ def test_a_version_1_file_is_migrated_with_every_message(db: Path) -> None:
     assert last_ids == {"dev": 1200, "ops": 1}
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert conn.execute("SELECT count(*) FROM messages").fetchone() == (1201,)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "messages_v1" not in tables
     finally:
         conn.close()
+
+
+_V2_SCHEMA = """
+CREATE TABLE message_batches (
+    seq INTEGER PRIMARY KEY, room_key TEXT NOT NULL, first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL, room TEXT NOT NULL, ts_us INTEGER NOT NULL,
+    body TEXT NOT NULL, prev_seq INTEGER
+);
+CREATE TABLE message_rooms (
+    room_key TEXT PRIMARY KEY, last_id INTEGER NOT NULL, last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE VIEW messages (room_key, id, room, sender, text, ts) AS
+    SELECT b.room_key, b.first_id + t.key, b.room,
+        json_extract(b.body, '$[0][' || t.key || ']'), t.value,
+        (b.ts_us + coalesce(json_extract(b.body, '$[2][' || t.key || ']'), 0)) / 1e6
+    FROM message_batches AS b, json_each(b.body, '$[1]') AS t;
+PRAGMA user_version=2;
+"""
+
+
+def test_a_version_2_file_is_migrated_row_for_row(db: Path) -> None:
+    """Version 2 kept each row as JSON; version 3 keeps the same rows, with the same
+    seqs and chains, as lines."""
+    t0 = 1_790_000_000_250_000
+    rows = [  # seq, room_key, first_id, last_id, room, ts_us, body, prev_seq
+        (1, "dev", 1, 2, "Dev", t0, '[["Mina","Bob"],["hi: there","caf\\u00e9 \\t"],[]]', None),
+        (2, "ops", 1, 1, "ops", t0, '[["Bob"],["up"],[]]', None),
+        (3, "dev", 3, 4, "Dev", t0 + 10, '[["Mina","Mina"],["a","b"],[0,1500000]]', 1),
+    ]
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executescript(_V2_SCHEMA)
+        conn.executemany("INSERT INTO message_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO message_rooms VALUES (?, ?, ?)", [("dev", 4, 3), ("ops", 1, 2)]
+        )
+    before = sorted(conn.execute("SELECT * FROM messages"))
+    conn.close()
+    assert len(before) == 5
+
+    messages, last_ids = reload(db)
+    ts = t0 / 1e6
+    assert messages == [
+        ev.Message("Dev", "Mina", "hi: there", 1, ts),
+        ev.Message("Dev", "Bob", "café \t", 2, ts),
+        ev.Message("Dev", "Mina", "a", 3, (t0 + 10) / 1e6),
+        ev.Message("Dev", "Mina", "b", 4, (t0 + 10 + 1_500_000) / 1e6),
+        ev.Message("ops", "Bob", "up", 1, ts),
+    ]
+    assert last_ids == {"dev": 4, "ops": 1}
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert sorted(conn.execute("SELECT * FROM messages")) == before  # the view agrees
+        log = conn.execute("SELECT seq, first_id, lines, ts_offsets, prev_seq FROM message_batches")
+        assert sorted(log) == [
+            (1, 1, "Mina:hi: there\nBob:café \t\n".encode(), "", None),
+            (2, 1, b"Bob:up\n", "", None),
+            (3, 3, b"Mina:a\nMina:b\n", "[0,1500000]", 1),
+        ]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "message_batches_v2" not in tables
+    finally:
+        conn.close()
+
+
+async def test_a_pass_is_stored_as_the_bytes_the_room_sent(db: Path) -> None:
+    store = MessageStore(db)
+    store.open()
+    first = [ev.Message("dev", "Mina", f"line {i}", i, 1_790_000_000.5) for i in (1, 2, 3)]
+    second = [ev.Message("dev", "Bob", "x:y", 4, 1_790_000_001.0)]
+    store.put_pass(first, b"Mina:line 1\nMina:line 2\nMina:line 3\n")
+    store.put_pass(second)  # no text given: the store makes it
+    await store.flush()
+    store.close()
+    conn = sqlite3.connect(db)
+    try:
+        ((lines, offsets),) = conn.execute("SELECT lines, ts_offsets FROM message_batches")
+    finally:
+        conn.close()
+    assert lines == b"Mina:line 1\nMina:line 2\nMina:line 3\nBob:x:y\n"
+    assert offsets == "[0,0,0,500000]"
+    assert reload(db)[0] == first + second
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["dev", "Ops"]),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["Mina", "Bob"]),
+                    st.text(st.characters(blacklist_characters="\n\r"), max_size=12),
+                ),
+                min_size=1,
+                max_size=4,
+            ),
+            st.integers(0, 3_000_000),
+        ),
+        max_size=12,
+    )
+)
+def test_what_is_put_is_what_is_loaded(tmp_path_factory, passes) -> None:
+    """Passes of any rooms, texts and times come back exactly, whatever rows they share."""
+    db = tmp_path_factory.mktemp("roundtrip") / "h.db"
+    store = MessageStore(db, batch_size=7)
+    store.open()
+    last: dict[str, int] = {}
+    sent: list[ev.Message] = []
+    for room, lines, dt_us in passes:
+        first = last.get(room, 0) + 1
+        ts = (1_790_000_000_000_000 + dt_us) / 1e6
+        messages = [ev.Message(room, s, t, first + i, ts) for i, (s, t) in enumerate(lines)]
+        last[room] = messages[-1].id
+        store.put_pass(messages)
+        sent += messages
+    trio.run(store.flush)
+    store.close()
+    loaded, last_ids = reload(db, per_room=100)
+    key = lambda m: (m.room.casefold(), m.id)  # noqa: E731
+    assert sorted(loaded, key=key) == sorted(sent, key=key)
+    assert last_ids == {room.casefold(): id for room, id in last.items()}
