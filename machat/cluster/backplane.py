@@ -3,7 +3,9 @@
 Design (after Centrifugo's Redis engine):
 
 - **Room messages.**  A node sends each room one `scripts.PUBLISH` call per fan-out
-  pass with every line of that pass.  The script numbers them (the room's ``seq``),
+  pass with every line of that pass; the calls of rooms that publish meanwhile go
+  in one pipeline (a coredis command costs about 150 us of the node's CPU alone, a
+  pipelined one a tenth of that).  The script numbers them (the room's ``seq``),
   appends them to the room's stream (``XADD ... MAXLEN ~ N``) and publishes them
   with their ids on the room's channel.  Every node -- the sender's too -- delivers
   from its subscription through a `RoomFeed`: in id order, each id once, gaps filled
@@ -41,7 +43,7 @@ import anyio
 import attrs
 import coredis
 import trio
-from coredis.exceptions import RedisError
+from coredis.exceptions import NoScriptError, RedisError
 from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 
 from ..protocol import events as ev
@@ -66,6 +68,9 @@ logger = logging.getLogger("machat.cluster")
 
 #: What a failed Redis operation raises, from coredis or the sockets under it.
 _REDIS_ERRORS = (RedisError, OSError)
+
+#: Seconds before the one retry of a command whose connection failed.
+RETRY_DELAY = 0.05
 
 #: Seconds between attempts while Redis cannot be reached.
 PROBE_INTERVAL = 0.2
@@ -157,6 +162,8 @@ class BackplaneStatistics:
     rooms_open: int
     users_here: int
     batches_published: int
+    #: Round trips that carried them: a script call, or a pipeline of several rooms'.
+    publish_round_trips: int
     lines_published: int
     batches_received: int
     messages_delivered: int
@@ -207,7 +214,7 @@ class Backplane:
             # Every write below is idempotent (a batch number, a lease value, a
             # set), so one quick retry after a dropped connection is safe; never more,
             # so a dead Redis is reported at once rather than retried forever.
-            retry_policy=ConstantRetryPolicy((RedisError, OSError), retries=1, delay=0.05),
+            retry_policy=ConstantRetryPolicy((RedisError, OSError), retries=1, delay=RETRY_DELAY),
             client_name=f"machat-{config.node}",
         )
         client = self._client
@@ -242,6 +249,9 @@ class Backplane:
         self._sub_lock = trio.Lock()
         self._sessions = 0
         self._batch_seq = itertools.count(1)
+        # Publishes asked for and not yet sent: the publisher sends them together.
+        self._to_publish: list[_Publish] = []
+        self._publish_wanted = trio.Event()
 
         # Messages ready for the listener, per room, in order: the deliverer hands
         # each room everything that came in one go as one pass (`_emit`).
@@ -250,6 +260,7 @@ class Backplane:
         self._received = 0  # batches and fills that reached _emit, for the deliverer
 
         self._batches_published = 0
+        self._publish_round_trips = 0
         self._lines_published = 0
         self._batches_received = 0
         self._delivered = 0
@@ -294,6 +305,7 @@ class Backplane:
             rooms_open=len(self._rooms),
             users_here=len(self._users),
             batches_published=self._batches_published,
+            publish_round_trips=self._publish_round_trips,
             lines_published=self._lines_published,
             batches_received=self._batches_received,
             messages_delivered=self._delivered,
@@ -343,6 +355,7 @@ class Backplane:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._deliverer)
+                nursery.start_soon(self._publisher)
                 await nursery.start(self._subscriber)
                 nursery.start_soon(self._keeper)
                 nursery.start_soon(self._watchdog)
@@ -683,13 +696,14 @@ class Backplane:
             "\n".join(itertools.chain.from_iterable(lines)),
             int(config.room_ttl * 1000),
         ]
-        try:
-            result: Any = await self._publish(
-                keys=[self.keys.room_meta(key), self.keys.room_log(key)], args=args
-            )
-        except _REDIS_ERRORS as exc:
-            self._note_down(exc)
-            raise self._unavailable() from None
+        request = _Publish([self.keys.room_meta(key), self.keys.room_log(key)], args)
+        self._to_publish.append(request)
+        self._publish_wanted.set()
+        await request.done.wait()
+        if request.error is not None:
+            self._note_down(request.error)
+            raise self._unavailable()
+        result = request.result
         first, epoch = int(result[0]), int(result[1])
         self._batches_published += 1
         self._lines_published += len(lines)
@@ -697,6 +711,72 @@ class Backplane:
         if state is not None and state.early is None:
             state.feed.note_head(epoch, first + len(lines) - 1)
         return first
+
+    async def _publisher(self) -> None:
+        """Send the publishes asked for: one alone as a script call, several (rooms
+        that published while the last went out) in one pipeline."""
+        try:
+            while True:
+                await self._publish_wanted.wait()
+                self._publish_wanted = trio.Event()
+                requests, self._to_publish = self._to_publish, []
+                if requests:
+                    await self._send_publishes(requests)
+        finally:
+            requests, self._to_publish = self._to_publish, []
+            for request in requests:
+                request.fail(RedisError("the node is leaving the cluster"))
+
+    async def _send_publishes(self, requests: list[_Publish]) -> None:
+        self._publish_round_trips += 1
+        try:
+            if len(requests) == 1:
+                (request,) = requests
+                request.result = await self._publish(keys=request.keys, args=request.args)
+            else:
+                await self._publish_pipelined(requests)
+        except _REDIS_ERRORS as exc:
+            for request in requests:
+                request.fail(exc)
+        except BaseException:
+            for request in requests:
+                request.fail(RedisError("the node is leaving the cluster"))
+            raise
+        finally:
+            for request in requests:
+                request.done.set()
+
+    async def _publish_pipelined(self, requests: list[_Publish]) -> None:
+        """Several rooms' publishes in one round trip.  Retried once as a whole, like
+        a single call: each is idempotent (its batch number).  A script Redis does
+        not know (after a restart) is loaded by a single call of that publish."""
+        for attempt in range(2):
+            try:
+                async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                    replies = [
+                        pipe.evalsha(self._publish.sha, keys=r.keys, args=r.args) for r in requests
+                    ]
+                break
+            except _REDIS_ERRORS:
+                if attempt:
+                    raise
+                await trio.sleep(RETRY_DELAY)
+        for request, reply in zip(requests, replies, strict=True):
+            try:
+                result: Any = await reply
+                if isinstance(result, NoScriptError):
+                    raise result
+            except NoScriptError:
+                try:
+                    result = await self._publish(keys=request.keys, args=request.args)
+                except _REDIS_ERRORS as exc:
+                    result = exc
+            except _REDIS_ERRORS as exc:
+                result = exc
+            if isinstance(result, BaseException):
+                request.fail(result)
+            else:
+                request.result = result
 
     def notice(self, room: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         """Tell the room's members on other nodes (whenever Redis can be reached)."""
@@ -988,6 +1068,22 @@ class Backplane:
                 users.append((name, room, node))
             i += 2 + count
         return Roster(tuple(sorted(nodes)), tuple(users))
+
+
+@attrs.define(eq=False)
+class _Publish:
+    """One room's publish, waiting for the publisher: its keys and arguments, and then
+    the script's reply or the error."""
+
+    keys: list[str]
+    args: list[str | int]
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        if self.result is None and self.error is None:
+            self.error = error
 
 
 def _respell(messages: list[ev.Message], room: str) -> list[ev.Message]:

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from machat.cluster import ClusterUnavailable
+from machat.cluster import backplane as backplane_module
 from machat.protocol import events as ev
 from tests.cluster.support import eventually
 
@@ -57,6 +58,98 @@ async def test_one_order_for_concurrent_senders_on_three_nodes(start_node) -> No
         mine = [t for t in sequences[0] if t.startswith(tag)]
         assert mine == sorted(mine, key=lambda t: tuple(map(int, t[1:].split("."))))
     assert nodes[0].rec.messages["dev"][0].room == "Dev"
+
+
+async def _publish_to_rooms_at_once(node, rooms: list[str], tag: str) -> dict[str, int]:
+    """Every room publishes in the same tick; returns each room's first id."""
+    firsts: dict[str, int] = {}
+
+    async def one(room: str) -> None:
+        firsts[room] = await node.bp.publish(
+            room, [("Mina", f"{tag}.{room}.{j}") for j in range(3)]
+        )
+
+    async with trio.open_nursery() as nursery:
+        for room in rooms:
+            nursery.start_soon(one, room)
+    return firsts
+
+
+async def test_rooms_publishing_at_once_share_a_round_trip(start_node) -> None:
+    a, b = await start_node("a"), await start_node("b")
+    rooms = [f"r{i}" for i in range(12)]
+    for room in rooms:
+        await a.bp.open_room(room)
+        await b.bp.open_room(room)
+    before = a.bp.statistics()
+    firsts = await _publish_to_rooms_at_once(a, rooms, "x")
+    second = await _publish_to_rooms_at_once(a, rooms, "y")
+    after = a.bp.statistics()
+    assert after.batches_published - before.batches_published == 24
+    # The first publish goes alone; the eleven that came meanwhile share a pipeline.
+    assert after.publish_round_trips - before.publish_round_trips <= 4
+    for room in rooms:
+        assert second[room] == firsts[room] + 3
+        for node in (a, b):
+            await node.rec.wait_for(lambda node=node, room=room: len(node.rec.ids(room)) == 6)
+            assert node.rec.ids(room) == list(range(firsts[room], firsts[room] + 6))
+            assert node.rec.texts(room) == [f"{t}.{room}.{j}" for t in "xy" for j in range(3)]
+
+
+async def test_a_pipeline_loads_a_script_redis_forgot(start_node, redis) -> None:
+    a = await start_node("a")
+    rooms = [f"r{i}" for i in range(6)]
+    for room in rooms:
+        await a.bp.open_room(room)
+    firsts = await _publish_to_rooms_at_once(a, rooms, "x")
+    redis.cli("SCRIPT", "FLUSH")
+    # Straight to the pipeline (a lone publish would load the script first).
+    requests = []
+    for room in rooms:
+        request = backplane_module._Publish(
+            [a.bp.keys.room_meta(room), a.bp.keys.room_log(room)],
+            [a.bp.keys.room_channel(room), 1000, "a", a.bp.incarnation, 10_000 + len(requests),
+             0, 1, "Mina\nafter", 60_000],
+        )  # fmt: skip
+        requests.append(request)
+    single_calls = []
+    script = a.bp._publish
+
+    def counted(**kwargs):
+        single_calls.append(kwargs)
+        return script(**kwargs)
+
+    counted.sha = script.sha  # type: ignore[attr-defined]
+    a.bp._publish = counted
+    await a.bp._publish_pipelined(requests)
+    assert len(single_calls) == 6  # every one came back NOSCRIPT and was sent alone
+    assert [r.error for r in requests] == [None] * 6
+    assert [int(r.result[0]) for r in requests] == [firsts[room] + 3 for room in rooms]
+    for room in rooms:
+        await a.rec.wait_for(lambda room=room: len(a.rec.ids(room)) == 4)
+        assert a.rec.ids(room) == list(range(firsts[room], firsts[room] + 4))  # each once
+        assert a.rec.texts(room)[-1] == "after"
+
+
+async def test_publishes_pipelined_while_redis_is_down_are_all_refused(start_node, redis) -> None:
+    a = await start_node("a")
+    rooms = [f"r{i}" for i in range(6)]
+    for room in rooms:
+        await a.bp.open_room(room)
+    redis.stop(save=False)
+    refused: list[str] = []
+
+    async def one(room: str) -> None:
+        with pytest.raises(ClusterUnavailable, match="cluster unavailable"):
+            await a.bp.publish(room, [("Mina", "during")])
+        refused.append(room)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for room in rooms:
+                nursery.start_soon(one, room)
+    assert sorted(refused) == rooms
+    assert all(a.rec.texts(room) == [] for room in rooms)
 
 
 async def test_ids_start_above_the_clock_and_only_increase(start_node) -> None:
