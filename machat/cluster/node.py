@@ -34,6 +34,7 @@ from ..server import admin
 from ..server.accounts import Accounts
 from ..server.config import ServerConfig
 from ..server.member import Member, deliver_event
+from ..server.passes import RoomPass
 from ..server.room import Room
 from ..server.server import ChatServer, ServerStatistics
 from ..server.state import EventLog, report_sent
@@ -138,7 +139,7 @@ class ClusterRoom(Room):
     def deliver_cluster(self, messages: list[ev.Message]) -> None:
         """Messages from the cluster, in id order: fan them out here."""
         self.last_id = messages[-1].id
-        self._deliver(messages)
+        self._deliver(RoomPass.of_messages(messages))
         if self._waiters:
             last = self.last_id
             waiting = []

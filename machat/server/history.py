@@ -23,11 +23,9 @@ from collections.abc import Iterable, Sequence
 
 from ..protocol import events as ev
 from ..protocol.handshake import fold_name
+from .passes import Row as _Row
 
 __all__ = ["History"]
-
-#: A kept message: (room, sender, text, id, ts).
-_Row = tuple[str, str, str, int, float]
 
 
 def _event(row: _Row) -> ev.Message:
@@ -66,9 +64,13 @@ class History:
 
     def record_pass(self, messages: Sequence[ev.Message]) -> None:
         """Append a room's pass (messages of one room, ids ascending) to its ring."""
-        if not messages:
+        self.record_rows([(m.room, m.sender, m.text, m.id, m.ts) for m in messages])
+
+    def record_rows(self, rows: list[_Row]) -> None:
+        """`record_pass` of messages given as rows: (room, sender, text, id, ts)."""
+        if not rows:
             return
-        key = fold_name(messages[0].room)
+        key = fold_name(rows[0][0])
         ring = self._rings.get(key)
         if ring is None:
             ring = self._rings[key] = deque(maxlen=self.per_room)
@@ -77,8 +79,8 @@ class History:
                 self.rings_dropped += 1
         else:
             self._rings.move_to_end(key)
-        ring.extend([(m.room, m.sender, m.text, m.id, m.ts) for m in messages])
-        last = messages[-1].id
+        ring.extend(rows)
+        last = rows[-1][3]
         if last > self._last_ids.get(key, 0):
             self._last_ids[key] = last
 

@@ -24,8 +24,9 @@ from collections.abc import Callable
 import trio
 
 from ..protocol import events as ev
-from ..protocol.formatting import Format, encode_json, encode_messages_text, text_run
+from ..protocol.formatting import Format, encode_json, text_run
 from .member import Member, deliver_event
+from .passes import RoomPass, Row
 
 __all__ = ["Room"]
 
@@ -49,7 +50,7 @@ class Room:
         name: str,
         *,
         first_id: int = 0,
-        on_messages: Callable[[list[ev.Message], bytes], None] | None = None,
+        on_messages: Callable[[RoomPass], None] | None = None,
         buffer: int = ROOM_BUFFER,
         fanout_interval: float = 0.0,
     ) -> None:
@@ -161,52 +162,50 @@ class Room:
         """Number, stamp and deliver a pass's messages; barriers are kept in place.
 
         The text format is built one sender's run at a time (`text_run`), so that a
-        pass joins a piece per run rather than formatting each message."""
+        pass joins a piece per run rather than formatting each message, and each
+        message becomes a plain row (`RoomPass`), not an event."""
         now = round(time.time(), 6)  # what the store keeps exactly
-        room, message = self.name, ev.Message
-        messages: list[ev.Message] = []
+        room = self.name
+        rows: list[Row] = []
         text: list[str] = []
         for sender, said in items:
             if isinstance(said, list):
                 first = self.last_id + 1
                 self.last_id += len(said)
-                messages += [message(room, sender, t, i, now) for i, t in enumerate(said, first)]
+                rows += [(room, sender, t, i, now) for i, t in enumerate(said, first)]
                 text.append(text_run(sender, said))
             elif isinstance(said, str):
                 self.last_id += 1
-                messages.append(message(room, sender, said, self.last_id, now))
+                rows.append((room, sender, said, self.last_id, now))
                 text.append(text_run(sender, (said,)))
             else:  # a barrier: what came before goes out first
-                self._deliver(messages, text)
-                messages, text = [], []
+                self._pass_out(rows, text, now)
+                rows, text = [], []
                 said.set()
-        self._deliver(messages, text)
+        self._pass_out(rows, text, now)
 
-    def _deliver(self, messages: list[ev.Message], text: list[str] | None = None) -> None:
-        """Hand the same bytes, joined once per wire format, to every member's sender.
+    def _pass_out(self, rows: list[Row], text: list[str], now: float) -> None:
+        if rows:
+            self._deliver(RoomPass(self.name, rows, "".join(text).encode("utf-8"), now))
 
-        ``text``: the messages' text format in pieces, if the caller has it."""
-        if not messages:
-            return
+    def _deliver(self, published: RoomPass) -> None:
+        """Hand the same bytes, joined once per wire format, to every member's sender."""
         text_format = Format.TEXT
-        if text is None:
-            text_bytes = encode_messages_text(messages)
-        else:
-            text_bytes = "".join(text).encode("utf-8")
+        text_bytes = published.text
         json_bytes = b""
         for member in self.members:  # the hot loop: Member.deliver, inlined
             if member.fmt is text_format:
                 data = text_bytes
             else:
                 if not json_bytes:
-                    json_bytes = b"".join([encode_json(m) for m in messages])
+                    json_bytes = b"".join([encode_json(m) for m in published.messages()])
                 data = json_bytes
             sender = member.sender
             if not sender.send_nowait(data) and sender.overflowed:
                 member.evict_too_slow()
-        self.messages_out += len(self.members) * len(messages)
+        self.messages_out += len(self.members) * len(published.rows)
         if self._on_messages is not None:
-            self._on_messages(messages, text_bytes)
+            self._on_messages(published)
 
 
 def _lines(items: list[_Item]) -> int:

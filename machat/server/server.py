@@ -29,6 +29,7 @@ from .history import History
 from .member import Member
 from .memory import MemoryReleaser
 from .moderation import Moderation, SqliteModerationStore
+from .passes import RoomPass
 from .room import Room
 from .sqlite import SqliteDatabase
 from .state import ChatState, Counters
@@ -161,11 +162,11 @@ class ChatServer:
         for store in self._sqlite_stores:
             store.open()
 
-    def _archive(self, messages: list[ev.Message], text: bytes) -> None:
+    def _archive(self, published: RoomPass) -> None:
         if self.store is not None:
-            self.store.put_pass(messages, text)
+            self.store.put_pass(published)
         if self.transcript is not None:
-            for message in messages:
+            for message in published.messages():
                 self.transcript.message(message)
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:

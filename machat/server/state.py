@@ -20,6 +20,7 @@ from ..protocol.errors import ChatError, ErrorCode, RemoteProtocolError
 from ..protocol.handshake import fold_name, validate_name, validate_room
 from .history import History
 from .member import Member, deliver_event
+from .passes import RoomPass
 from .room import Room
 
 __all__ = ["ChatState", "Counters", "EventLog", "Group", "report_sent"]
@@ -80,7 +81,7 @@ class ChatState:
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
         *,
         history: History | None = None,
-        on_messages: Callable[[list[ev.Message], bytes], None] | None = None,
+        on_messages: Callable[[RoomPass], None] | None = None,
         log: EventLog | None = None,
     ) -> None:
         self._spawn = spawn
@@ -246,11 +247,10 @@ class ChatState:
             self._log.join(room.name, member.name)
         return room
 
-    def _record(self, messages: list[ev.Message], text: bytes) -> None:
-        """A room's pass: ``messages``, and ``text``, their text format."""
-        self.history.record_pass(messages)
+    def _record(self, published: RoomPass) -> None:
+        self.history.record_rows(published.rows)
         if self._on_messages is not None:
-            self._on_messages(messages, text)
+            self._on_messages(published)
 
     def leave(self, member: Member, reason: str = "") -> None:
         room = member.room

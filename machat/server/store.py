@@ -10,7 +10,7 @@ never used by two threads at once.
 The file is a log: a batch appends one row per room it touched, holding that room's
 messages of the batch (see `_SCHEMA`), and updates the room's entry in a small table
 of rooms.  A row keeps its messages as the bytes the room sent, ``sender:text`` lines
-(`put_pass` takes them from the room's pass), so storing a message costs the event
+(`put_pass` takes them from the room's `RoomPass`), so storing a message costs the event
 loop next to nothing: schema version 2 encoded each batch as JSON, and that
 encoding, over messages no longer in the cache, cost 0.7 us per message.
 Appending keeps a batch's cost to the pages at the end of the log, however many
@@ -33,14 +33,14 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import attrs
 import trio
 
 from ..protocol import events as ev
-from ..protocol.formatting import encode_messages_text
 from ..protocol.handshake import fold_name
+from .passes import RoomPass
 
 __all__ = ["MessageStore", "StoreStatistics"]
 
@@ -91,8 +91,6 @@ CREATE VIEW IF NOT EXISTS messages (room_key, id, room, sender, text, ts) AS
 #: The most messages a row gathers from several passes (a bigger pass is one row).
 _MAX_PER_ROW = 500
 
-#: A room's pass: its messages (one room, consecutive ids) and their text format.
-_Pass = tuple[Sequence[ev.Message], bytes]
 #: A row before it has a place in the log: room_key, first_id, last_id, room, ts_us,
 #: lines, ts_offsets.
 _Row = tuple[str, int, int, str, int, bytes, str]
@@ -130,9 +128,9 @@ class _Batch:
 
     __slots__ = ("count", "passes", "rows")
 
-    def __init__(self, passes: list[_Pass]) -> None:
+    def __init__(self, passes: list[RoomPass]) -> None:
         self.passes = passes
-        self.count = sum(len(messages) for messages, _ in passes)
+        self.count = sum(len(p) for p in passes)
         self.rows = _batch_rows(passes)
 
     def __len__(self) -> int:
@@ -140,41 +138,49 @@ class _Batch:
         return self.count
 
 
-def _batch_rows(passes: list[_Pass]) -> list[_Row]:
+def _batch_rows(passes: list[RoomPass]) -> list[_Row]:
     """The rows that store ``passes``: one per run of consecutive ids of a room."""
-    runs: dict[str, list[_Pass]] = {}  # room spelling -> its current run of passes
+    runs: dict[str, list[RoomPass]] = {}  # room spelling -> its current run of passes
     sizes: dict[str, int] = {}
     rows: list[_Row] = []
     for p in passes:
-        messages = p[0]
-        room = messages[0].room
+        room = p.room
         run = runs.get(room)
         if (
             run is not None
-            and messages[0].id == run[-1][0][-1].id + 1
-            and sizes[room] + len(messages) <= _MAX_PER_ROW
+            and p.first_id == run[-1].last_id + 1
+            and sizes[room] + len(p) <= _MAX_PER_ROW
         ):
             run.append(p)
-            sizes[room] += len(messages)
+            sizes[room] += len(p)
         else:
             if run is not None:
                 rows.append(_row(run))
             runs[room] = [p]
-            sizes[room] = len(messages)
+            sizes[room] = len(p)
     rows.extend(map(_row, runs.values()))
     return rows
 
 
-def _row(run: list[_Pass]) -> _Row:
-    first, last = run[0][0][0], run[-1][0][-1]
-    ts_us = round(first.ts * 1e6)
-    lines = run[0][1] if len(run) == 1 else b"".join([text for _, text in run])
-    times = [m.ts for messages, _ in run for m in messages]
-    if times.count(first.ts) == len(times):  # one pass, or passes of one time
+def _row(run: list[RoomPass]) -> _Row:
+    first = run[0]
+    ts = first.rows[0][4]
+    ts_us = round(ts * 1e6)
+    lines = first.text if len(run) == 1 else b"".join([p.text for p in run])
+    if all(p.ts == ts for p in run):  # one pass, or passes of one time
         offsets = ""
     else:
-        offsets = json.dumps([round(ts * 1e6) - ts_us for ts in times], separators=(",", ":"))
-    return (fold_name(first.room), first.id, last.id, first.room, ts_us, lines, offsets)
+        deltas = [round(row[4] * 1e6) - ts_us for p in run for row in p.rows]
+        offsets = json.dumps(deltas, separators=(",", ":"))
+    return (
+        fold_name(first.room),
+        first.first_id,
+        run[-1].last_id,
+        first.room,
+        ts_us,
+        lines,
+        offsets,
+    )
 
 
 def _runs(messages: Iterable[ev.Message]) -> list[list[ev.Message]]:
@@ -235,7 +241,7 @@ class MessageStore:
         self.dropped = 0
         self._conn: sqlite3.Connection | None = None
         self._log = _LogPosition()
-        self._pending: list[_Pass] = []
+        self._pending: list[RoomPass] = []
         self._pending_count = 0  # messages in _pending
         self._wake = trio.Event()
         self._write_lock = trio.Lock()
@@ -328,27 +334,19 @@ class MessageStore:
 
     def put_nowait(self, message: ev.Message) -> None:
         """Queue a message for writing; never blocks."""
-        self.put_pass((message,))
+        self.put_pass(RoomPass.of_messages((message,)))
 
     def put_many_nowait(self, messages: Iterable[ev.Message]) -> None:
         """Queue messages for writing, in order, of any rooms; never blocks."""
         for run in _runs(messages):
-            self.put_pass(run)
+            self.put_pass(RoomPass.of_messages(run))
 
-    def put_pass(self, messages: Sequence[ev.Message], text: bytes | None = None) -> None:
-        """Queue a room's pass for writing; never blocks.
-
-        ``messages``: of one room, with consecutive ids (what `Room` hands over).
-        ``text``: their text format (`encode_messages_text`), which the room has made
-        anyway; it is what the log keeps.
-        """
-        if not messages:
-            return
-        if text is None:
-            text = encode_messages_text(messages)
+    def put_pass(self, published: RoomPass) -> None:
+        """Queue a room's pass for writing; never blocks.  The log keeps its text
+        format (``published.text``) as it is."""
         was_empty = not self._pending
-        self._pending.append((messages, text))
-        self._pending_count += len(messages)
+        self._pending.append(published)
+        self._pending_count += len(published)
         if self._pending_count > self.max_pending:
             self._drop(self._pending_count - self.max_pending)
         if was_empty or self._pending_count >= self.batch_size:
@@ -359,7 +357,7 @@ class MessageStore:
         more when the last one straddles)."""
         dropped = taken = 0
         while dropped < count and taken < len(self._pending):
-            dropped += len(self._pending[taken][0])
+            dropped += len(self._pending[taken])
             taken += 1
         del self._pending[:taken]
         self._pending_count -= dropped
@@ -417,7 +415,7 @@ class MessageStore:
                 return True
             taken = count = 0  # whole passes, at least one
             while taken < len(self._pending) and count < self.batch_size:
-                count += len(self._pending[taken][0])
+                count += len(self._pending[taken])
                 taken += 1
             batch = _Batch(self._pending[:taken])
             del self._pending[:taken]
@@ -504,7 +502,7 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
     rows = conn.execute("SELECT room, sender, text, id, ts FROM messages_v1 ORDER BY room_key, id")
     while chunk := rows.fetchmany(_MAX_PER_ROW):
         runs = _runs(ev.Message(*row) for row in chunk)
-        log.append(conn, _batch_rows([(run, encode_messages_text(run)) for run in runs]))
+        log.append(conn, _batch_rows([RoomPass.of_messages(run) for run in runs]))
     conn.execute("DROP TABLE messages_v1")
 
 

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machat.protocol import events as ev
+from machat.server.passes import RoomPass
 from machat.server.store import MessageStore
 
 
@@ -431,8 +432,8 @@ async def test_a_pass_is_stored_as_the_bytes_the_room_sent(db: Path) -> None:
     store.open()
     first = [ev.Message("dev", "Mina", f"line {i}", i, 1_790_000_000.5) for i in (1, 2, 3)]
     second = [ev.Message("dev", "Bob", "x:y", 4, 1_790_000_001.0)]
-    store.put_pass(first, b"Mina:line 1\nMina:line 2\nMina:line 3\n")
-    store.put_pass(second)  # no text given: the store makes it
+    store.put_pass(RoomPass.of_messages(first, b"Mina:line 1\nMina:line 2\nMina:line 3\n"))
+    store.put_pass(RoomPass.of_messages(second))  # the text made from the events
     await store.flush()
     store.close()
     conn = sqlite3.connect(db)
@@ -475,7 +476,7 @@ def test_what_is_put_is_what_is_loaded(tmp_path_factory, passes) -> None:
         ts = (1_790_000_000_000_000 + dt_us) / 1e6
         messages = [ev.Message(room, s, t, first + i, ts) for i, (s, t) in enumerate(lines)]
         last[room] = messages[-1].id
-        store.put_pass(messages)
+        store.put_pass(RoomPass.of_messages(messages))
         sent += messages
     trio.run(store.flush)
     store.close()
