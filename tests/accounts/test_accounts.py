@@ -200,3 +200,33 @@ def test_success_clears_the_count(clock: FakeClock) -> None:
     assert not lockout.failed("a")
     assert lockout.failed("a")
     assert lockout.locked_for("a") == 60
+
+
+async def test_an_unregistered_name_costs_no_database_call(db_path, monkeypatch) -> None:
+    """The store knows its keys: only a registered name is read from the file."""
+    db = SqliteDatabase(db_path)
+    first = SqliteAccountStore(db)
+    first.open()
+    calls: list[object] = []
+    real_run = db.run
+
+    async def counted(fn):
+        calls.append(fn)
+        return await real_run(fn)
+
+    monkeypatch.setattr(db, "run", counted)
+    accounts = Accounts(first, hasher=CountingHasher(), clock=FakeClock())
+    assert await accounts.authenticate("Nobody", None) is False
+    assert calls == []
+    await accounts.register("Mina", "correct-horse")
+    calls.clear()
+    assert await accounts.is_registered("MINA")
+    assert len(calls) == 1  # read from the file
+    await accounts.unregister("Mina", "correct-horse")
+    calls.clear()
+    assert not await accounts.is_registered("mina") and calls == []
+    await accounts.register("Oskar", "battery-staple")
+    db.close()
+    again = SqliteAccountStore(SqliteDatabase(db_path))
+    again.open()  # the keys are read back
+    assert (await again.get("oskar")) is not None and (await again.get("mina")) is None
