@@ -252,6 +252,7 @@ class Backplane:
         # Publishes asked for and not yet sent: the publisher sends them together.
         self._to_publish: list[_Publish] = []
         self._publish_wanted = trio.Event()
+        self._publishing = False  # the publisher runs
 
         # Messages ready for the listener, per room, in order: the deliverer hands
         # each room everything that came in one go as one pass (`_emit`).
@@ -681,7 +682,7 @@ class Backplane:
         is the highest id this node knows the room used (a new stream starts above
         it).  Raises ClusterUnavailable, and then none of the lines was accepted.
         """
-        if not self._up:
+        if not (self._up and self._publishing):
             raise self._unavailable()
         key = fold_name(room)
         config = self.config
@@ -715,41 +716,39 @@ class Backplane:
     async def _publisher(self) -> None:
         """Send the publishes asked for: one alone as a script call, several (rooms
         that published while the last went out) in one pipeline."""
+        leaving = RedisError("the node is leaving the cluster")
+        self._publishing = True
         try:
             while True:
                 await self._publish_wanted.wait()
                 self._publish_wanted = trio.Event()
                 requests, self._to_publish = self._to_publish, []
-                if requests:
-                    await self._send_publishes(requests)
+                self._publish_round_trips += 1
+                try:
+                    if len(requests) == 1:
+                        await self._publish_alone(requests[0])
+                    else:
+                        await self._publish_pipelined(requests)
+                finally:  # cancelled on the way: whatever was not answered
+                    for request in requests:
+                        request.settle(error=leaving)
         finally:
-            requests, self._to_publish = self._to_publish, []
-            for request in requests:
-                request.fail(RedisError("the node is leaving the cluster"))
+            self._publishing = False
+            self._down_reason = "the node is leaving the cluster"
+            for request in self._to_publish:
+                request.settle(error=leaving)
+            self._to_publish = []
 
-    async def _send_publishes(self, requests: list[_Publish]) -> None:
-        self._publish_round_trips += 1
+    async def _publish_alone(self, request: _Publish) -> None:
         try:
-            if len(requests) == 1:
-                (request,) = requests
-                request.result = await self._publish(keys=request.keys, args=request.args)
-            else:
-                await self._publish_pipelined(requests)
+            request.settle(result=await self._publish(keys=request.keys, args=request.args))
         except _REDIS_ERRORS as exc:
-            for request in requests:
-                request.fail(exc)
-        except BaseException:
-            for request in requests:
-                request.fail(RedisError("the node is leaving the cluster"))
-            raise
-        finally:
-            for request in requests:
-                request.done.set()
+            request.settle(error=exc)
 
     async def _publish_pipelined(self, requests: list[_Publish]) -> None:
         """Several rooms' publishes in one round trip.  Retried once as a whole, like
         a single call: each is idempotent (its batch number).  A script Redis does
-        not know (after a restart) is loaded by a single call of that publish."""
+        not know (after a restart) is loaded by sending that publish alone."""
         for attempt in range(2):
             try:
                 async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
@@ -757,26 +756,19 @@ class Backplane:
                         pipe.evalsha(self._publish.sha, keys=r.keys, args=r.args) for r in requests
                     ]
                 break
-            except _REDIS_ERRORS:
+            except _REDIS_ERRORS as exc:
                 if attempt:
-                    raise
+                    for request in requests:
+                        request.settle(error=exc)
+                    return
                 await trio.sleep(RETRY_DELAY)
         for request, reply in zip(requests, replies, strict=True):
-            try:
-                result: Any = await reply
-                if isinstance(result, NoScriptError):
-                    raise result
+            try:  # a command's error is raised by awaiting its reply
+                request.settle(result=await reply)
             except NoScriptError:
-                try:
-                    result = await self._publish(keys=request.keys, args=request.args)
-                except _REDIS_ERRORS as exc:
-                    result = exc
+                await self._publish_alone(request)
             except _REDIS_ERRORS as exc:
-                result = exc
-            if isinstance(result, BaseException):
-                request.fail(result)
-            else:
-                request.result = result
+                request.settle(error=exc)
 
     def notice(self, room: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         """Tell the room's members on other nodes (whenever Redis can be reached)."""
@@ -1081,9 +1073,11 @@ class _Publish:
     result: Any = None
     error: BaseException | None = None
 
-    def fail(self, error: BaseException) -> None:
-        if self.result is None and self.error is None:
-            self.error = error
+    def settle(self, *, result: Any = None, error: BaseException | None = None) -> None:
+        """Give the waiting room its answer; the first one counts."""
+        if not self.done.is_set():
+            self.result, self.error = result, error
+            self.done.set()
 
 
 def _respell(messages: list[ev.Message], room: str) -> list[ev.Message]:

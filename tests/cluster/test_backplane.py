@@ -10,6 +10,7 @@ import time
 
 import pytest
 import trio
+import trio.testing
 
 from machat.cluster import ClusterUnavailable
 from machat.cluster import backplane as backplane_module
@@ -150,6 +151,35 @@ async def test_publishes_pipelined_while_redis_is_down_are_all_refused(start_nod
                 nursery.start_soon(one, room)
     assert sorted(refused) == rooms
     assert all(a.rec.texts(room) == [] for room in rooms)
+
+
+async def test_a_publish_in_flight_when_the_node_stops_is_refused(start_node, redis) -> None:
+    """Its room is told at once, and so is any later publish: nothing waits forever."""
+    a = await start_node("a")
+    await a.bp.open_room("dev")
+    refused: list[str] = []
+
+    async def publish() -> None:
+        with pytest.raises(ClusterUnavailable) as info:
+            await a.bp.publish("dev", [("Mina", "late")])
+        refused.append(str(info.value))
+
+    redis.cli("CLIENT", "PAUSE", "3000", "WRITE")  # the script call stays in flight
+    try:
+        with trio.fail_after(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish)
+                await trio.testing.wait_all_tasks_blocked()  # the publisher waits for Redis
+                nursery.start_soon(publish)  # queued behind it
+                await trio.testing.wait_all_tasks_blocked()
+                a.scope.cancel()
+            with pytest.raises(ClusterUnavailable, match="leaving the cluster"):
+                await a.bp.publish("dev", [("Mina", "after")])
+    finally:
+        redis.cli("CLIENT", "UNPAUSE")
+    leaving = f"cluster unavailable: Redis at {a.bp.config.url}: the node is leaving the cluster"
+    assert refused == [leaving, leaving]
+    assert a.rec.texts("dev") == []
 
 
 async def test_ids_start_above_the_clock_and_only_increase(start_node) -> None:
