@@ -499,10 +499,15 @@ class Backplane:
                 continue  # the keeper sets the event again once Redis is back
             try:
                 with trio.fail_after(self.config.command_timeout * 2):
-                    async with self._presence_lock:
-                        await self._flush_presence()
+                    await self.flush_presence()
             except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
                 self._note_down(exc)
+
+    async def flush_presence(self) -> None:
+        """Write what this node's presence has pending (names, rooms, notices) now,
+        after any write in progress, rather than when the writer next wakes."""
+        async with self._presence_lock:
+            await self._flush_presence()
 
     async def _flush_presence(self) -> None:
         sets, self._pending_set = self._pending_set, {}

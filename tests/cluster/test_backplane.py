@@ -22,13 +22,6 @@ async def users_online(node, count: int) -> bool:
     return len((await node.bp.roster()).users) >= count
 
 
-async def users_in_rooms(node, count: int) -> bool:
-    """``count`` users are online, each in a room (a claim and its room are written
-    to Redis apart: presence is eventually consistent)."""
-    users = (await node.bp.roster()).users
-    return len(users) >= count and all(room for _, room, _ in users)
-
-
 async def held_by(redis, name: str, node: str) -> bool:
     return redis.cli("GET", f"machat:name:{name}").startswith(node + "\t")
 
@@ -237,8 +230,10 @@ async def test_roster_private_group_and_all_across_nodes(start_node) -> None:
     a.bp.set_room("Mina", "dev")
     b.bp.set_room("Bob", "dev")
     b.bp.set_room("Eve", "ops")
-    await eventually(lambda: users_in_rooms(a, 3))
-    roster = await a.bp.roster()
+    with trio.fail_after(5):
+        for node in (a, b):
+            await node.bp.flush_presence()
+        roster = await a.bp.roster()
     assert roster.nodes == ("a", "b")
     assert sorted(roster.users) == [("Bob", "dev", "b"), ("Eve", "ops", "b"), ("Mina", "dev", "a")]
     assert roster.rooms() == {"dev": ("dev", 2), "ops": ("ops", 1)}
