@@ -96,7 +96,7 @@ class Room:
 
     def send_many_nowait(self, sender: str, texts: list[str]) -> None:
         """Queue one sender's consecutive messages as one item (one channel operation)."""
-        self._send.send_nowait((sender, texts[0] if len(texts) == 1 else texts))
+        self._send.send_nowait((sender, texts))
 
     async def barrier(self) -> None:
         """Wait until everything queued before this call has been fanned out."""

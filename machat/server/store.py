@@ -1,7 +1,7 @@
 """Durable room history in SQLite, written in batches off the event loop.
 
-The room task hands each published message to `MessageStore.put_nowait`, which only
-appends to a list: the fan-out never waits for the disk.  One writer task
+The room task hands each fan-out pass to `MessageStore.put_pass`, which only appends
+to a list: the fan-out never waits for the disk.  One writer task
 (`MessageStore.run`) collects what is pending for up to ``batch_interval`` seconds
 (or until ``batch_size`` are pending) and writes the batch in one transaction, on a
 worker thread.  Only that task and `flush` write, one at a time, so the connection is

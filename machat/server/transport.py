@@ -210,15 +210,9 @@ class SocketSender:
             return None
 
     def _write_or_queue(self, data: bytes) -> None:
-        """Write ``data`` now; whatever the kernel does not take goes to a new backlog.
-
-        The fan-out's hot path (a call per member per pass): `_write`, inlined."""
-        try:
-            written = os.write(self._fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError as exc:
-            self._broken(exc)
+        """Write ``data`` now; whatever the kernel does not take goes to a new backlog."""
+        written = self._write(data)
+        if written is None:
             return
         if written < len(data):
             self._backlog.append(data[written:])
