@@ -400,10 +400,12 @@ def test_plain_lines_is_the_line_by_line_answer_when_it_answers(lines: list[byte
     if texts is not None:
         assert texts == one_by_one
         return
-    # None: some line is not plain text, or one of the unusual ones it leaves to the
-    # line-by-line path (non-ASCII with a character str.isprintable refuses).
-    assert None in one_by_one or any(
-        not line.isascii() and not line.decode("utf-8").isprintable() for line in lines
+    # None: some line is not plain text, or the chunk is one of the unusual ones it
+    # leaves to the line-by-line path: non-ASCII somewhere, and a character
+    # str.isprintable refuses (a tab, a no-break space) in some line.
+    assert None in one_by_one or (
+        not all(line.isascii() for line in lines)
+        and not all(line.decode("utf-8").isprintable() for line in lines)
     )
 
 
