@@ -39,16 +39,16 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import anyio
 import attrs
 import coredis
 import trio
-from coredis.exceptions import NoScriptError, RedisError
-from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
+from coredis.connection import TCPLocation, UnixDomainSocketLocation
+from coredis.exceptions import RedisError
+from coredis.retry import ConstantRetryPolicy
 
 from ..protocol import events as ev
 from ..protocol.handshake import fold_name
-from . import scripts, wire
+from . import resp, scripts, wire
 from .errors import ClusterUnavailable
 from .feed import RoomFeed
 from .keys import Keys
@@ -66,8 +66,8 @@ __all__ = [
 
 logger = logging.getLogger("machat.cluster")
 
-#: What a failed Redis operation raises, from coredis or the sockets under it.
-_REDIS_ERRORS = (RedisError, OSError)
+#: What a failed Redis operation raises, from coredis, `resp` or the sockets under them.
+_REDIS_ERRORS = (RedisError, resp.ReplyError, OSError)
 
 #: Seconds before the one retry of a command whose connection failed.
 RETRY_DELAY = 0.05
@@ -78,6 +78,8 @@ PROBE_INTERVAL = 0.2
 FILL_CHUNK = 1000
 #: Notices kept for later while Redis cannot be reached; older ones are dropped.
 MAX_PENDING_NOTICES = 10000
+#: Seconds of silence after which the subscription is pinged (`_check_subscription`).
+SUBSCRIPTION_IDLE = 1.0
 #: How many scheduling ticks the deliverer waits for the subscriber to hand over more.
 COALESCE_TICKS = 8
 
@@ -211,13 +213,18 @@ class Backplane:
             connect_timeout=config.connect_timeout,
             stream_timeout=config.command_timeout,
             pool_timeout=config.command_timeout,
-            # Every write below is idempotent (a batch number, a lease value, a
-            # set), so one quick retry after a dropped connection is safe; never more,
-            # so a dead Redis is reported at once rather than retried forever.
-            retry_policy=ConstantRetryPolicy((RedisError, OSError), retries=1, delay=RETRY_DELAY),
+            # Every write below is idempotent (a lease value, a set), so one quick
+            # retry after a dropped connection is safe; never more, so a dead Redis
+            # is reported at once rather than retried forever.  Only connection
+            # failures: an error reply is final (and NOSCRIPT, which coredis answers
+            # by loading the script, would otherwise wait RETRY_DELAY first).
+            retry_policy=ConstantRetryPolicy(
+                (coredis.exceptions.ConnectionError, OSError), retries=1, delay=RETRY_DELAY
+            ),
             client_name=f"machat-{config.node}",
         )
         client = self._client
+        self._endpoint = _endpoint(client)  # for the lean connections (`resp`)
         self._publish = client.register_script(scripts.PUBLISH)
         self._read = client.register_script(scripts.READ)
         self._claim = client.register_script(scripts.CLAIM)
@@ -245,14 +252,19 @@ class Backplane:
 
         self._rooms: dict[str, _Room] = {}
         self._by_channel: dict[str, _Room] = {}
-        self._pubsub: Any = None
+        self._pubsub: resp.RedisConnection | None = None
         self._sub_lock = trio.Lock()
+        # Channels subscribed to and not yet confirmed by Redis.
+        self._confirming: dict[str, trio.Event] = {}
+        self._sub_heard = -math.inf  # trio time the subscription last brought anything
+        self._sub_pinged = -math.inf  # and when it was last pinged
         self._sessions = 0
         self._batch_seq = itertools.count(1)
         # Publishes asked for and not yet sent: the publisher sends them together.
         self._to_publish: list[_Publish] = []
         self._publish_wanted = trio.Event()
         self._publishing = False  # the publisher runs
+        self._publish_conn: resp.RedisConnection | None = None
 
         # Messages ready for the listener, per room, in order: the deliverer hands
         # each room everything that came in one go as one pass (`_emit`).
@@ -447,6 +459,7 @@ class Backplane:
                     async with self._presence_lock:
                         status = await self._beat("beat")
                         await self._flush_presence()
+                    await self._check_subscription()
             except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
                 self._note_down(exc)
             else:
@@ -633,13 +646,9 @@ class Backplane:
         self._rooms[key] = room
         self._by_channel[room.channel] = room
         try:
-            async with self._sub_lock:
-                pubsub = self._pubsub
-                if pubsub is None:
-                    raise self._unavailable()
-                await pubsub.subscribe(room.channel)
+            await self._subscribe(room.channel)
             epoch, seq, _ = await self._read_room(key, "after", 0, 0)
-        except (*_REDIS_ERRORS, ClusterUnavailable) as exc:
+        except (*_REDIS_ERRORS, ClusterUnavailable, trio.TooSlowError) as exc:
             if self._rooms.get(key) is room:
                 self._forget_room(room)
             room.opened.set()
@@ -665,14 +674,27 @@ class Backplane:
         del self._rooms[room.key]
         self._by_channel.pop(room.channel, None)
 
+    async def _subscribe(self, channel: str) -> None:
+        """Add ``channel`` to the subscription; returns once Redis has confirmed it
+        (in this session or, if it broke meanwhile, the next one)."""
+        confirmed = self._confirming.setdefault(channel, trio.Event())
+        async with self._sub_lock:
+            conn = self._pubsub
+            if conn is None:
+                raise self._unavailable()
+            with trio.fail_after(self.config.command_timeout):
+                await conn.send([("SUBSCRIBE", channel)])
+        with trio.fail_after(self.config.command_timeout):
+            await confirmed.wait()
+
     async def _unsubscribe(self, channel: str) -> None:
         async with self._sub_lock:
-            pubsub = self._pubsub
-            if pubsub is None or channel in self._by_channel:
+            conn = self._pubsub
+            if conn is None or channel in self._by_channel:
                 return
             try:
                 with trio.move_on_after(self.config.command_timeout):
-                    await pubsub.unsubscribe(channel)
+                    await conn.send([("UNSUBSCRIBE", channel)])
             except _REDIS_ERRORS:
                 pass  # the session is going; the next one will not have it
 
@@ -719,8 +741,8 @@ class Backplane:
         return first
 
     async def _publisher(self) -> None:
-        """Send the publishes asked for: one alone as a script call, several (rooms
-        that published while the last went out) in one pipeline."""
+        """Send the publishes asked for: those that came while the last went out, all
+        in one pipeline on the publisher's own connection (`resp`)."""
         leaving = RedisError("the node is leaving the cluster")
         self._publishing = True
         try:
@@ -728,12 +750,8 @@ class Backplane:
                 await self._publish_wanted.wait()
                 self._publish_wanted = trio.Event()
                 requests, self._to_publish = self._to_publish, []
-                self._publish_round_trips += 1
                 try:
-                    if len(requests) == 1:
-                        await self._publish_alone(requests[0])
-                    else:
-                        await self._publish_pipelined(requests)
+                    await self._send_publishes(requests)
                 finally:  # cancelled on the way: whatever was not answered
                     for request in requests:
                         request.settle(error=leaving)
@@ -743,37 +761,65 @@ class Backplane:
             for request in self._to_publish:
                 request.settle(error=leaving)
             self._to_publish = []
+            if self._publish_conn is not None:
+                await self._publish_conn.aclose()
+                self._publish_conn = None
 
-    async def _publish_alone(self, request: _Publish) -> None:
+    async def _send_publishes(self, requests: list[_Publish]) -> None:
+        """One round trip for them all, retried once as a whole (each is idempotent:
+        its batch number).  Those that come back NOSCRIPT (Redis restarted and lost
+        the script) are sent again as EVAL, which loads it."""
+        sha = self._publish.sha
+        commands = [("EVALSHA", sha, 2, *r.keys, *r.args) for r in requests]
         try:
-            request.settle(result=await self._publish(keys=request.keys, args=request.args))
-        except _REDIS_ERRORS as exc:
-            request.settle(error=exc)
-
-    async def _publish_pipelined(self, requests: list[_Publish]) -> None:
-        """Several rooms' publishes in one round trip.  Retried once as a whole, like
-        a single call: each is idempotent (its batch number).  A script Redis does
-        not know (after a restart) is loaded by sending that publish alone."""
-        for attempt in range(2):
-            try:
-                async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                    replies = [
-                        pipe.evalsha(self._publish.sha, keys=r.keys, args=r.args) for r in requests
-                    ]
-                break
-            except _REDIS_ERRORS as exc:
-                if attempt:
-                    for request in requests:
-                        request.settle(error=exc)
-                    return
-                await trio.sleep(RETRY_DELAY)
-        for request, reply in zip(requests, replies, strict=True):
-            try:  # a command's error is raised by awaiting its reply
-                request.settle(result=await reply)
-            except NoScriptError:
-                await self._publish_alone(request)
-            except _REDIS_ERRORS as exc:
+            replies = await self._publish_round_trip(commands)
+        except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
+            for request in requests:
                 request.settle(error=exc)
+            return
+        again = []
+        for request, reply in zip(requests, replies, strict=True):
+            if isinstance(reply, resp.ReplyError) and reply.code == "NOSCRIPT":
+                again.append(request)
+            elif isinstance(reply, resp.ReplyError):
+                request.settle(error=reply)
+            else:
+                request.settle(result=reply)
+        if again:
+            commands = [("EVAL", scripts.PUBLISH, 2, *r.keys, *r.args) for r in again]
+            try:
+                replies = await self._publish_round_trip(commands)
+            except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
+                replies = [exc] * len(again)
+            for request, reply in zip(again, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    request.settle(error=reply)
+                else:
+                    request.settle(result=reply)
+
+    async def _publish_round_trip(self, commands: Sequence[resp.Command]) -> list[Any]:
+        """The replies to ``commands`` sent as one pipeline; retried once on a new
+        connection after one that failed or timed out."""
+        config = self.config
+        for attempt in range(2):
+            self._publish_round_trips += 1
+            try:
+                conn = self._publish_conn
+                if conn is None or conn.closed:
+                    with trio.fail_after(config.connect_timeout):
+                        conn = self._publish_conn = await resp.open_connection(
+                            self._endpoint, client_name=f"machat-{self.node}-publish"
+                        )
+                with trio.fail_after(config.command_timeout):
+                    return await conn.call_many(commands)
+            except (OSError, trio.TooSlowError):
+                if self._publish_conn is not None:
+                    await self._publish_conn.aclose()
+                    self._publish_conn = None
+                if attempt:
+                    raise
+            await trio.sleep(RETRY_DELAY)
+        raise AssertionError("unreachable")
 
     def notice(self, room: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         """Tell the room's members on other nodes (whenever Redis can be reached)."""
@@ -834,44 +880,85 @@ class Backplane:
     # -- the subscription --------------------------------------------------------------
 
     async def _subscriber(self, *, task_status: trio.TaskStatus[None]) -> None:
-        """Keep one pub/sub session; every new one catches every room up from the stream."""
+        """Keep one pub/sub session on its own connection (`resp`); every new one
+        catches every room up from the stream."""
+        config = self.config
         started = False
         while True:
+            conn = None
             try:
-                async with self._client.pubsub(
-                    retry_policy=NoRetryPolicy(),
-                    ignore_subscribe_messages=True,
-                    subscription_timeout=self.config.command_timeout,
-                    max_idle_seconds=max(1.0, self.config.heartbeat * 2),
-                ) as pubsub:
+                with trio.fail_after(config.connect_timeout):
+                    conn = await resp.open_connection(
+                        self._endpoint, client_name=f"machat-{self.node}-subscribe"
+                    )
+                with trio.fail_after(config.command_timeout * 2):
                     async with self._sub_lock:
                         channels = [self._node_channel, self.keys.all_channel, *self._by_channel]
-                        with trio.fail_after(self.config.command_timeout * 2):
-                            await pubsub.subscribe(*channels)
-                        self._pubsub = pubsub
-                    self._sessions += 1
-                    if not started:
-                        started = True
-                        task_status.started()
-                    else:
-                        logger.info("cluster: subscription re-established; catching up")
-                        for room in list(self._rooms.values()):
-                            if room.early is None:
-                                self._start_fill(room)
-                    async for message in pubsub:
-                        if message["type"] == "message":
-                            self._on_message(str(message["channel"]), str(message["data"]))
-            except* (*_REDIS_ERRORS, trio.TooSlowError, anyio.ClosedResourceError) as group:
-                # (coredis's pub/sub raises ClosedResourceError when its connection is
-                # closed under it, e.g. while cancelled.)  Not necessarily an outage
-                # (Redis drops slow subscribers): the keeper decides that; this loop
-                # only makes a new session.
-                logger.info("cluster: subscription lost: %s", _describe(group.exceptions[0]))
+                        waiting = [self._confirming.setdefault(c, trio.Event()) for c in channels]
+                        await conn.send([("SUBSCRIBE", *channels)])
+                        while not all(event.is_set() for event in waiting):
+                            self._on_replies(await conn.receive())
+                        self._pubsub = conn
+                self._sessions += 1
+                if not started:
+                    started = True
+                    task_status.started()
+                else:
+                    logger.info("cluster: subscription re-established; catching up")
+                    for room in list(self._rooms.values()):
+                        if room.early is None:
+                            self._start_fill(room)
+                while True:
+                    self._on_replies(await conn.receive())
+            except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
+                # Not necessarily an outage (Redis drops slow subscribers): the keeper
+                # decides that; this loop only makes a new session.
+                logger.info("cluster: subscription lost: %s", _describe(exc))
             finally:
                 self._pubsub = None
+                if conn is not None:
+                    await conn.aclose()
             if not started:
-                raise ClusterUnavailable(f"cannot subscribe at Redis at {self.config.url}")
+                raise ClusterUnavailable(f"cannot subscribe at Redis at {config.url}")
             await trio.sleep(PROBE_INTERVAL)
+
+    def _on_replies(self, replies: list[Any]) -> None:
+        """What the subscription's connection brought: messages, confirmations, pongs."""
+        self._sub_heard = trio.current_time()
+        for reply in replies:
+            if type(reply) is list and len(reply) == 3:
+                kind = reply[0]
+                if kind == "message":
+                    self._on_message(reply[1], reply[2])
+                    continue
+                if kind == "subscribe":
+                    confirmed = self._confirming.pop(reply[1], None)
+                    if confirmed is not None:
+                        confirmed.set()
+                    continue
+                if kind == "unsubscribe":
+                    continue
+            if type(reply) is list and reply and reply[0] == "pong":
+                continue
+            logger.warning("cluster: unexpected reply on the subscription: %.200r", reply)
+
+    async def _check_subscription(self) -> None:
+        """Redis sends a quiet subscription nothing: after two heartbeats (at least
+        ``SUBSCRIPTION_IDLE`` seconds) of silence, PING it; without an answer within
+        the command timeout, close it (the subscriber makes a new one).  A half-open
+        connection would otherwise stay silent forever."""
+        conn = self._pubsub
+        if conn is None:
+            return
+        now = trio.current_time()
+        if now - self._sub_heard < max(SUBSCRIPTION_IDLE, 2 * self.config.heartbeat):
+            return
+        if self._sub_pinged <= self._sub_heard:  # (not pinged since it last spoke)
+            self._sub_pinged = now
+            await conn.send([("PING",)])
+        elif now - self._sub_pinged > self.config.command_timeout:
+            logger.info("cluster: the subscription did not answer a PING; making a new one")
+            await conn.aclose()
 
     def _on_message(self, channel: str, data: str) -> None:
         try:
@@ -1083,6 +1170,26 @@ class _Publish:
         if not self.done.is_set():
             self.result, self.error = result, error
             self.done.set()
+
+
+def _endpoint(client: coredis.Redis[str]) -> resp.Endpoint:
+    """The Redis that coredis connects to, as it read the URL (the same database,
+    credentials and TLS settings for both kinds of connection)."""
+    pool = client.connection_pool
+    where, options = pool.location, pool.connection_kwargs
+    db = int(options.get("db") or 0)
+    user, password = options.get("username"), options.get("password")
+    if isinstance(where, UnixDomainSocketLocation):
+        return resp.Endpoint(path=where.path, db=db, username=user, password=password)
+    assert isinstance(where, TCPLocation), where
+    return resp.Endpoint(
+        host=where.host,
+        port=where.port,
+        db=db,
+        username=user,
+        password=password,
+        ssl_context=options.get("ssl_context"),
+    )
 
 
 def _respell(messages: list[ev.Message], room: str) -> list[ev.Message]:

@@ -16,6 +16,7 @@ cluster the differences are these:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -259,7 +260,17 @@ class ClusterServer(ChatServer):
             await super().admit(member, handshake)
         except BaseException:
             self._release(member, member.name)
+            if fold_name(handshake.room) not in self.state.rooms:
+                self.backplane.close_room(handshake.room)  # (if prepare_room opened it)
             raise
+
+    async def prepare_room(self, room: str) -> None:
+        """Open the room in the cluster before the member is told it joined: a room
+        opened later (by its task) would start after whatever was said meanwhile."""
+        if fold_name(room) in self.state.rooms:
+            return
+        with contextlib.suppress(ClusterUnavailable):  # (the room's task tries again)
+            await self.backplane.open_room(room)
 
     def leave(self, member: Member, reason: str) -> None:
         super().leave(member, reason)

@@ -300,6 +300,7 @@ class ChatServer:
             room = self.state.room_name(handshake.room)
             member.send_event(ev.Welcome(member.name, room, self.config.motd))
             admin.send_topic(self, member, room)
+            await self.prepare_room(room)
             if handshake.since is not None:
                 messages, complete = await self.read_since(room, handshake.since)
                 member.send_event(ev.History(room, messages, complete))
@@ -316,6 +317,9 @@ class ChatServer:
 
     async def claim_name(self, member: Member) -> None:
         """Before registering: raise `ChatError` if the name is taken elsewhere."""
+
+    async def prepare_room(self, room: str) -> None:
+        """Before a handshake's history and join: make ``room`` ready to deliver."""
 
     async def read_recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
         return self.history.recent(room, count)

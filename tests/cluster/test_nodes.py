@@ -57,10 +57,16 @@ async def test_two_nodes_racing_for_a_name_one_wins(start_process) -> None:
     with trio.fail_after(20):
         for attempt in range(8):
             replies: list[str] = []
+            both = trio.Event()
 
-            async def hello(node, name: str, replies: list[str] = replies) -> None:
+            # The winner stays until both have their answer: a winner that left at
+            # once would free the name, and the other could then take it fairly.
+            async def hello(node, name: str, replies: list[str] = replies, both=both) -> None:
                 client = await node.connect(name)
                 replies.append(await client.line())
+                if len(replies) == 2:
+                    both.set()
+                await both.wait()
                 await client.aclose()
 
             async with trio.open_nursery() as nursery:
