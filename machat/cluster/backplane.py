@@ -48,6 +48,7 @@ from coredis.retry import ConstantRetryPolicy
 
 from ..protocol import events as ev
 from ..protocol.handshake import fold_name
+from ..server.passes import Row
 from . import resp, scripts, wire
 from .errors import ClusterUnavailable
 from .feed import RoomFeed
@@ -118,8 +119,8 @@ class ClusterConfig:
 class Listener(Protocol):
     """What the backplane tells the server.  Every method is synchronous."""
 
-    def room_messages(self, room_key: str, messages: list[ev.Message]) -> None:
-        """Messages of a room open on this node, in id order, each once."""
+    def room_messages(self, room_key: str, rows: list[Row]) -> None:
+        """Messages (rows) of a room open on this node, in id order, each once."""
 
     def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         """A join, leave or rename on another node in a room open here."""
@@ -266,9 +267,9 @@ class Backplane:
         self._publishing = False  # the publisher runs
         self._publish_conn: resp.RedisConnection | None = None
 
-        # Messages ready for the listener, per room, in order: the deliverer hands
-        # each room everything that came in one go as one pass (`_emit`).
-        self._ready: dict[str, list[ev.Message]] = {}
+        # Messages (rows) ready for the listener, per room, in order: the deliverer
+        # hands each room everything that came in one go as one pass (`_emit`).
+        self._ready: dict[str, list[Row]] = {}
         self._ready_changed = trio.Event()
         self._received = 0  # batches and fills that reached _emit, for the deliverer
 
@@ -659,7 +660,7 @@ class Backplane:
         room.feed = RoomFeed(epoch, seq)
         early, room.early = room.early or [], None
         for batch in early:
-            self._offer(room, batch.epoch, batch.messages(room.name))
+            self._offer(room, batch.epoch, batch.rows(room.name))
         room.opened.set()
         return room.feed.last
 
@@ -835,47 +836,48 @@ class Backplane:
     # -- reading the stream ------------------------------------------------------------
 
     async def _read_room(
-        self, key: str, mode: str, after: int, count: int
-    ) -> tuple[int, int, list[ev.Message]]:
-        """(epoch, seq, messages); epoch and seq are 0 for a room without a stream."""
+        self, key: str, mode: str, after: int, count: int, spelled: str | None = None
+    ) -> tuple[int, int, list[Row]]:
+        """(epoch, seq, rows); epoch and seq are 0 for a room without a stream.  The
+        rows' room is ``spelled``, else as the room is open here, else ``key``."""
         result: Any = await self._read(
             keys=[self.keys.room_meta(key), self.keys.room_log(key)],
             args=[mode, after, count],
         )
         epoch = int(result[0]) if result[0] else 0
         seq = int(result[1]) if result[1] else 0
-        room = self._rooms.get(key)
-        spelled = room.name if room is not None else key
-        messages = [
-            ev.Message(spelled, result[i + 1], result[i + 2], int(result[i]), float(result[i + 3]))
+        if spelled is None:
+            room = self._rooms.get(key)
+            spelled = room.name if room is not None else key
+        rows = [
+            (spelled, result[i + 1], result[i + 2], int(result[i]), float(result[i + 3]))
             for i in range(2, len(result), 4)
         ]
-        return epoch, seq, messages
+        return epoch, seq, rows
 
     async def recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
         """The room's last ``count`` messages, oldest first.  Raises ClusterUnavailable."""
         if count <= 0:
             return ()
         try:
-            _, _, messages = await self._read_room(fold_name(room), "last", 0, count)
+            _, _, rows = await self._read_room(fold_name(room), "last", 0, count, room)
         except _REDIS_ERRORS as exc:
             self._note_down(exc)
             raise self._unavailable() from None
-        messages.reverse()
-        return tuple(_respell(messages, room))
+        return tuple(ev.Message(*row) for row in reversed(rows))
 
     async def since(self, room: str, after: int, limit: int) -> tuple[tuple[ev.Message, ...], bool]:
         """Up to ``limit`` messages with ids above ``after``, and whether none were lost."""
         try:
-            epoch, seq, messages = await self._read_room(fold_name(room), "after", after, limit)
+            epoch, seq, rows = await self._read_room(fold_name(room), "after", after, limit, room)
         except _REDIS_ERRORS as exc:
             self._note_down(exc)
             raise self._unavailable() from None
-        if messages:
-            complete = messages[0].id == after + 1
+        if rows:
+            complete = rows[0][3] == after + 1
         else:
             complete = bool(epoch) and seq <= after or not epoch and after == 0
-        return tuple(_respell(messages, room)), complete
+        return tuple(ev.Message(*row) for row in rows), complete
 
     # -- the subscription --------------------------------------------------------------
 
@@ -970,7 +972,7 @@ class Backplane:
                     if room.early is not None:
                         room.early.append(batch)
                     else:
-                        self._offer(room, batch.epoch, batch.messages(room.name))
+                        self._offer(room, batch.epoch, batch.rows(room.name))
                 else:
                     origin, event = wire.decode_room_notice(data, room.name)
                     if origin != self.node:
@@ -994,10 +996,10 @@ class Backplane:
         except wire.WireError as exc:
             logger.warning("cluster: ignoring a payload on %s: %s", channel, exc)
 
-    def _offer(self, room: _Room, epoch: int, messages: list[ev.Message]) -> None:
+    def _offer(self, room: _Room, epoch: int, rows: list[Row]) -> None:
         feed = room.feed
         restarts = feed.restarts
-        out = feed.offer(epoch, messages)
+        out = feed.offer(epoch, rows)
         if feed.restarts != restarts:
             logger.warning("cluster: room %s's stream was lost; restarted at %d", room.name, epoch)
         if out:
@@ -1007,25 +1009,25 @@ class Backplane:
 
     # -- handing messages to the listener ------------------------------------------------
 
-    def _emit(self, key: str, messages: list[ev.Message]) -> None:
+    def _emit(self, key: str, rows: list[Row]) -> None:
         """Queue a room's next messages for the deliverer."""
         self._received += 1
         ready = self._ready.get(key)
         if ready is None:
-            self._ready[key] = list(messages)
+            self._ready[key] = list(rows)
             self._ready_changed.set()
         else:
-            ready += messages
+            ready += rows
 
     def _flush_ready(self, key: str) -> None:
         """Hand a room's queued messages over now (before a notice for that room)."""
-        messages = self._ready.pop(key, None)
-        if messages:
-            self._hand_over(key, messages)
+        rows = self._ready.pop(key, None)
+        if rows:
+            self._hand_over(key, rows)
 
-    def _hand_over(self, key: str, messages: list[ev.Message]) -> None:
-        self._delivered += len(messages)
-        self._listener.room_messages(key, messages)
+    def _hand_over(self, key: str, rows: list[Row]) -> None:
+        self._delivered += len(rows)
+        self._listener.room_messages(key, rows)
 
     async def _deliverer(self) -> None:
         """Hand the listener each room's queued messages as one pass.
@@ -1045,8 +1047,8 @@ class Backplane:
                     break
             self._ready_changed = trio.Event()
             ready, self._ready = self._ready, {}
-            for key, messages in ready.items():
-                self._hand_over(key, messages)
+            for key, rows in ready.items():
+                self._hand_over(key, rows)
 
     def _check_rooms(self) -> None:
         """Fill what a room should have received by now (e.g. its own last publish)."""
@@ -1068,14 +1070,12 @@ class Backplane:
             while self._rooms.get(room.key) is room:
                 feed = room.feed
                 start = feed.last + 1
-                epoch, seq, messages = await self._read_room(
-                    room.key, "after", feed.last, FILL_CHUNK
-                )
+                epoch, seq, rows = await self._read_room(room.key, "after", feed.last, FILL_CHUNK)
                 feed.note_head(epoch, seq)
-                out = feed.offer(epoch, messages) if epoch else []
+                out = feed.offer(epoch, rows) if epoch else []
                 if feed.last < start and feed.gap() is not None:
                     # The stream no longer holds what comes next: give it up.
-                    candidates = [m.id for m in messages if m.id > feed.last]
+                    candidates = [row[3] for row in rows if row[3] > feed.last]
                     if (ahead := feed.first_ahead()) is not None:
                         candidates.append(ahead)
                     upto = (min(candidates) - 1) if candidates else feed.head
@@ -1089,7 +1089,7 @@ class Backplane:
                 if out:
                     self._gaps_filled += 1
                     self._emit(room.key, out)
-                if len(messages) < FILL_CHUNK and feed.gap() is None:
+                if len(rows) < FILL_CHUNK and feed.gap() is None:
                     return
                 if feed.last < start:
                     return  # no progress; the keeper tries again
@@ -1190,10 +1190,6 @@ def _endpoint(client: coredis.Redis[str]) -> resp.Endpoint:
         password=password,
         ssl_context=options.get("ssl_context"),
     )
-
-
-def _respell(messages: list[ev.Message], room: str) -> list[ev.Message]:
-    return [m if m.room == room else attrs.evolve(m, room=room) for m in messages]
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,7 +3,8 @@
 Pure bookkeeping, no I/O (tested with hypothesis).  Batches arrive from the room's
 pub/sub channel, and stored entries from the room's stream when a gap is filled;
 both go through `RoomFeed.offer`, which returns what may be delivered now: every id
-once, in order.  What is ahead of a gap waits until the gap is filled from the
+once, in order.  Messages are rows (room, sender, text, id, ts), as a room's pass
+keeps them (`machat.server.passes`).  What is ahead of a gap waits until the gap is filled from the
 stream, or given up (`skip`) when the stream no longer holds it.
 
 The epoch is the id a room's stream started after (see `scripts.PUBLISH`): a larger
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..protocol import events as ev
+from ..server.passes import Row
 
 __all__ = ["RoomFeed"]
 
@@ -32,7 +33,7 @@ class RoomFeed:
         #: The highest id known to exist (from publishing, or the stream's meta).
         self.head = self.last
         #: Messages that arrived ahead of a gap, by id.
-        self._ahead: dict[int, ev.Message] = {}
+        self._ahead: dict[int, Row] = {}
         #: Ids given up as no longer stored.
         self.lost = 0
         #: How often the stream was found restarted (Redis lost it).
@@ -50,32 +51,32 @@ class RoomFeed:
             self.last = epoch
         self.head = max(self.head, self.last)
 
-    def offer(self, epoch: int, messages: Sequence[ev.Message]) -> list[ev.Message]:
-        """Take messages (ascending ids) of stream ``epoch``; returns those now deliverable."""
+    def offer(self, epoch: int, rows: Sequence[Row]) -> list[Row]:
+        """Take rows (ascending ids) of stream ``epoch``; returns those now deliverable."""
         if epoch != self.epoch:
             if epoch < self.epoch:
                 return []  # from a stream that has since been replaced
             self._new_epoch(epoch)
-        if not messages:
+        if not rows:
             return []
         last = self.last
-        top = messages[-1].id
+        top = rows[-1][3]
         if top > self.head:
             self.head = top
-        if not self._ahead and messages[0].id == last + 1 and top == last + len(messages):
+        if not self._ahead and rows[0][3] == last + 1 and top == last + len(rows):
             self.last = top  # the common case: exactly what comes next
-            return list(messages)
+            return list(rows)
         ahead = self._ahead
-        for message in messages:
-            if message.id > last:
-                ahead[message.id] = message
+        for row in rows:
+            if row[3] > last:
+                ahead[row[3]] = row
         return self._drain()
 
-    def _drain(self) -> list[ev.Message]:
+    def _drain(self) -> list[Row]:
         out = []
         ahead = self._ahead
-        while (message := ahead.pop(self.last + 1, None)) is not None:
-            out.append(message)
+        while (row := ahead.pop(self.last + 1, None)) is not None:
+            out.append(row)
             self.last += 1
         return out
 
@@ -92,7 +93,7 @@ class RoomFeed:
             return self.last + 1
         return None
 
-    def skip(self, upto: int) -> list[ev.Message]:
+    def skip(self, upto: int) -> list[Row]:
         """The stream no longer holds ids up to ``upto``: give them up, deliver what follows."""
         if upto > self.last:
             held = sum(1 for i in self._ahead if i <= upto)

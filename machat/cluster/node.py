@@ -35,7 +35,7 @@ from ..server import admin
 from ..server.accounts import Accounts
 from ..server.config import ServerConfig
 from ..server.member import Member, deliver_event
-from ..server.passes import RoomPass
+from ..server.passes import RoomPass, Row
 from ..server.room import Room
 from ..server.server import ChatServer, ServerStatistics
 from ..server.state import EventLog, report_sent
@@ -137,10 +137,10 @@ class ClusterRoom(Room):
             if member is not None:
                 member.send_event(ev.Error(ErrorCode.CLUSTER_UNAVAILABLE, error))
 
-    def deliver_cluster(self, messages: list[ev.Message]) -> None:
-        """Messages from the cluster, in id order: fan them out here."""
-        self.last_id = messages[-1].id
-        self._deliver(RoomPass.of_messages(messages))
+    def deliver_cluster(self, rows: list[Row]) -> None:
+        """Messages (rows) from the cluster, in id order: fan them out here."""
+        self.last_id = rows[-1][3]
+        self._deliver(RoomPass.of_rows(rows))
         if self._waiters:
             last = self.last_id
             waiting = []
@@ -421,10 +421,10 @@ class ClusterServer(ChatServer):
 
     # -- the Listener: what the backplane tells this node ------------------------------
 
-    def room_messages(self, room_key: str, messages: list[ev.Message]) -> None:
+    def room_messages(self, room_key: str, rows: list[Row]) -> None:
         room = self.state.rooms.get(room_key)
         if isinstance(room, ClusterRoom):
-            room.deliver_cluster(messages)
+            room.deliver_cluster(rows)
 
     def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         room = self.state.rooms.get(room_key)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import attrs
 
 from ..protocol import events as ev
+from ..server.passes import Row
 
 __all__ = [
     "Batch",
@@ -63,11 +64,17 @@ class Batch:
     def count(self) -> int:
         return len(self.fields) // 2
 
-    def messages(self, room: str) -> list[ev.Message]:
-        fields, first, ts = self.fields, self.first, self.ts
+    def rows(self, room: str) -> list[Row]:
+        """The messages as (room, sender, text, id, ts) rows."""
+        fields, ts = self.fields, self.ts
         return [
-            ev.Message(room, fields[2 * i], fields[2 * i + 1], first + i, ts)
-            for i in range(len(fields) // 2)
+            (room, sender, text, i, ts)
+            for i, sender, text in zip(
+                range(self.first, self.first + len(fields) // 2),
+                fields[::2],
+                fields[1::2],
+                strict=True,
+            )
         ]
 
 

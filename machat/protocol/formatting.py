@@ -24,6 +24,7 @@ __all__ = [
     "encode",
     "encode_json",
     "encode_messages_text",
+    "encode_rows_text",
     "encode_text",
     "format_time",
     "text_run",
@@ -193,6 +194,11 @@ def encode_messages_text(messages: Sequence[ev.Message]) -> bytes:
     """``b"".join(map(encode_text, messages))``, with one UTF-8 encoding for them all
     (a room's pass)."""
     return "".join([f"{m.sender}:{m.text}\n" for m in messages]).encode("utf-8")
+
+
+def encode_rows_text(rows: Sequence[tuple[str, str, str, int, float]]) -> bytes:
+    """`encode_messages_text` of messages kept as (room, sender, text, id, ts) rows."""
+    return "".join([f"{row[1]}:{row[2]}\n" for row in rows]).encode("utf-8")
 
 
 def text_run(sender: str, texts: Sequence[str]) -> str:

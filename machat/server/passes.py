@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..protocol import events as ev
-from ..protocol.formatting import encode_messages_text
+from ..protocol.formatting import encode_messages_text, encode_rows_text
 
 __all__ = ["Row", "RoomPass"]
 
@@ -52,6 +52,13 @@ class RoomPass:
         )
         made._messages = list(messages)
         return made
+
+    @classmethod
+    def of_rows(cls, rows: list[Row]) -> RoomPass:
+        """A pass of rows (one room, consecutive ids), such as the cluster delivers."""
+        first_ts = rows[0][4]
+        same = all(row[4] == first_ts for row in rows)
+        return cls(rows[0][0], rows, encode_rows_text(rows), first_ts if same else None)
 
     def __repr__(self) -> str:
         return f"<RoomPass {self.room} {self.first_id}..{self.last_id}>"

@@ -16,6 +16,7 @@ import trio
 
 from machat.cluster import Backplane, ClusterConfig
 from machat.protocol import events as ev
+from machat.server.passes import Row
 from tests.cluster.support import ROOT, NodeProcess, RedisProcess, node_command
 
 
@@ -55,8 +56,8 @@ class Recorder:
         return [m.text for m in self.messages.get(room, [])]
 
     # -- Listener --
-    def room_messages(self, room_key: str, messages: list[ev.Message]) -> None:
-        self.messages.setdefault(room_key, []).extend(messages)
+    def room_messages(self, room_key: str, rows: list[Row]) -> None:
+        self.messages.setdefault(room_key, []).extend(ev.Message(*row) for row in rows)
         self._poke()
 
     def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:

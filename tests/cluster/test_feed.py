@@ -7,13 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machat.cluster import RoomFeed
-from machat.protocol import events as ev
+from machat.server.passes import Row
 
 EPOCH = 1_000_000
 
 
-def msgs(first: int, count: int) -> list[ev.Message]:
-    return [ev.Message("dev", "Mina", f"m{i}", i, 0.0) for i in range(first, first + count)]
+def msgs(first: int, count: int) -> list[Row]:
+    return [("dev", "Mina", f"m{i}", i, 0.0) for i in range(first, first + count)]
 
 
 @st.composite
@@ -35,15 +35,15 @@ def test_each_id_once_in_order_and_a_fill_completes_it(case: tuple[int, list]) -
     feed = RoomFeed()
     out: list[int] = []
     for first, size in offered:
-        out += [m.id for m in feed.offer(EPOCH, msgs(first, size))]
+        out += [m[3] for m in feed.offer(EPOCH, msgs(first, size))]
         assert out == list(range(EPOCH + 1, EPOCH + 1 + len(out)))
     # The stream still holds everything: a fill from the first gap completes it.
     if (gap := feed.gap()) is not None:
-        out += [m.id for m in feed.offer(EPOCH, msgs(gap, EPOCH + total - gap + 1))]
+        out += [m[3] for m in feed.offer(EPOCH, msgs(gap, EPOCH + total - gap + 1))]
     elif out:
-        out += [m.id for m in feed.offer(EPOCH, msgs(out[-1] + 1, EPOCH + total - out[-1]))]
+        out += [m[3] for m in feed.offer(EPOCH, msgs(out[-1] + 1, EPOCH + total - out[-1]))]
     else:
-        out += [m.id for m in feed.offer(EPOCH, msgs(EPOCH + 1, total))]
+        out += [m[3] for m in feed.offer(EPOCH, msgs(EPOCH + 1, total))]
     assert out == list(range(EPOCH + 1, EPOCH + total + 1))
     assert feed.gap() is None
 
@@ -58,14 +58,14 @@ def test_a_gap_waits_until_filled() -> None:
     assert feed.offer(EPOCH, msgs(EPOCH + 3, 2)) == []
     assert feed.gap() == EPOCH + 1 and feed.first_ahead() == EPOCH + 3
     delivered = feed.offer(EPOCH, msgs(EPOCH + 1, 2))
-    assert [m.id for m in delivered] == [EPOCH + i for i in (1, 2, 3, 4)]
+    assert [m[3] for m in delivered] == [EPOCH + i for i in (1, 2, 3, 4)]
     assert feed.gap() is None
 
 
 def test_what_the_stream_no_longer_holds_is_given_up() -> None:
     feed = RoomFeed(EPOCH, EPOCH)
     feed.offer(EPOCH, msgs(EPOCH + 6, 2))
-    assert [m.id for m in feed.skip(EPOCH + 5)] == [EPOCH + 6, EPOCH + 7]
+    assert [m[3] for m in feed.skip(EPOCH + 5)] == [EPOCH + 6, EPOCH + 7]
     assert feed.lost == 5 and feed.gap() is None
 
 
@@ -82,12 +82,12 @@ def test_a_new_epoch_replaces_the_old_stream() -> None:
     feed.offer(EPOCH, msgs(EPOCH + 1, 3))
     feed.offer(EPOCH, msgs(EPOCH + 6, 1))  # ahead of a gap that will never be filled
     new = 5 * EPOCH
-    assert [m.id for m in feed.offer(new, msgs(new + 1, 2))] == [new + 1, new + 2]
+    assert [m[3] for m in feed.offer(new, msgs(new + 1, 2))] == [new + 1, new + 2]
     assert feed.restarts == 1 and feed.gap() is None
     assert feed.offer(EPOCH, msgs(EPOCH + 4, 2)) == []  # late news from the old stream
 
 
 def test_a_first_stream_is_not_a_restart() -> None:
     feed = RoomFeed()
-    assert [m.id for m in feed.offer(EPOCH, msgs(EPOCH + 1, 1))] == [EPOCH + 1]
+    assert [m[3] for m in feed.offer(EPOCH, msgs(EPOCH + 1, 1))] == [EPOCH + 1]
     assert feed.restarts == 0

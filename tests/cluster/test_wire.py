@@ -13,9 +13,9 @@ def test_batch_as_the_publish_script_writes_it() -> None:
     batch = wire.decode_batch(payload)
     assert (batch.epoch, batch.first, batch.origin) == (100, 101, "node-a")
     assert batch.ts == 1764582609.000123
-    assert batch.messages("Dev") == [
-        ev.Message("Dev", "Mina", "hello\tthere", 101, 1764582609.000123),
-        ev.Message("Dev", "Bob", ":)", 102, 1764582609.000123),
+    assert batch.rows("Dev") == [
+        ("Dev", "Mina", "hello\tthere", 101, 1764582609.000123),
+        ("Dev", "Bob", ":)", 102, 1764582609.000123),
     ]
 
 

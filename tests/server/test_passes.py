@@ -40,3 +40,22 @@ def test_of_messages_keeps_them_and_says_whether_they_share_a_time(said) -> None
     assert (made.first_id, made.last_id) == (10, 10 + len(messages) - 1)
     times = {ts for _, _, ts in said}
     assert made.ts == (times.pop() if len(times) == 1 else None)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Mina", "Bob"]), st.text(max_size=8), st.sampled_from([1.0, 2.5])
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_of_rows_is_of_messages_of_the_same_messages(said) -> None:
+    rows = [("dev", s, t, 10 + i, ts) for i, (s, t, ts) in enumerate(said)]
+    made = RoomPass.of_rows(rows)
+    like = RoomPass.of_messages([ev.Message(*row) for row in rows])
+    assert made.rows == like.rows == rows
+    assert made.text == like.text
+    assert made.ts == like.ts
+    assert made.messages() == like.messages()
