@@ -170,7 +170,12 @@ def _row(run: list[RoomPass]) -> _Row:
     if all(p.ts == ts for p in run):  # one pass, or passes of one time
         offsets = ""
     else:
-        deltas = [round(row[4] * 1e6) - ts_us for p in run for row in p.rows]
+        deltas: list[int] = []
+        for p in run:  # a pass's messages mostly share its time: one offset, repeated
+            if p.ts is not None:
+                deltas += [round(p.ts * 1e6) - ts_us] * len(p)
+            else:
+                deltas += [round(row[4] * 1e6) - ts_us for row in p.rows]
         offsets = json.dumps(deltas, separators=(",", ":"))
     return (
         fold_name(first.room),

@@ -58,6 +58,7 @@ class RedisProcess:
             if self.cli("PING", check=False) == "PONG":
                 return
             time.sleep(0.02)
+        self.kill()  # (not left running behind a failed test)
         raise RuntimeError("redis-server did not start within 10 s")
 
     def cli(self, *args: str, check: bool = True) -> str:
