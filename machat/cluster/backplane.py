@@ -4,10 +4,11 @@ Design (after Centrifugo's Redis engine):
 
 - **Room messages.**  A node sends each room one `scripts.PUBLISH` call per fan-out
   pass with every line of that pass; the calls of rooms that publish meanwhile go
-  in one pipeline (a coredis command costs about 150 us of the node's CPU alone, a
-  pipelined one a tenth of that).  The script numbers them (the room's ``seq``),
-  appends them to the room's stream (``XADD ... MAXLEN ~ N``) and publishes them
-  with their ids on the room's channel.  Every node -- the sender's too -- delivers
+  in one pipeline.  The script numbers them (the room's ``seq``), appends them to
+  the room's stream (``XADD ... MAXLEN ~ N``) and publishes them with their ids on
+  the room's channel.  Publishing and the subscription run once per pass, so they
+  have lean connections of their own (`resp`; a coredis command costs about 150 us
+  of the node's CPU); coredis does the rest.  Every node -- the sender's too -- delivers
   from its subscription through a `RoomFeed`: in id order, each id once, gaps filled
   from the stream (``XRANGE``).  A publish carries (incarnation, batch number), so a
   retry after a lost reply is not added twice.
@@ -21,9 +22,10 @@ Design (after Centrifugo's Redis engine):
   both and reaps nodes that stopped beating, so their users leave every room.
 - **Failures.**  Every command has a timeout; a failed one marks the cluster down
   (`ClusterUnavailable` at once for what needs it) until a heartbeat gets through.
-  The subscription is re-made by this module, not by coredis, so that every new
-  session catches up every room from the stream.  A node that cannot beat for
-  longer than it is known alive gives up its users (`Listener.names_lost`).
+  The subscription is re-made by this module, and every new session catches up
+  every room from the stream; a silent one is pinged (`_check_subscription`).  A
+  node that cannot beat for longer than it is known alive gives up its users
+  (`Listener.names_lost`).
 
 The server sees this through a small surface: claim and release names, say where
 users are, open and close rooms, publish, route, read, and the `Listener` callbacks.
@@ -31,6 +33,7 @@ users are, open and close rooms, publish, route, read, and the `Listener` callba
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -460,7 +463,6 @@ class Backplane:
                     async with self._presence_lock:
                         status = await self._beat("beat")
                         await self._flush_presence()
-                    await self._check_subscription()
             except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
                 self._note_down(exc)
             else:
@@ -473,6 +475,8 @@ class Backplane:
                     if was_down:
                         self._presence_changed.set()
                     self._check_rooms()
+            with trio.move_on_after(config.command_timeout):
+                await self._check_subscription()
             self._beat_now = trio.Event()
             with trio.move_on_after(config.heartbeat if self._up else PROBE_INTERVAL):
                 await self._beat_now.wait()
@@ -679,14 +683,18 @@ class Backplane:
         """Add ``channel`` to the subscription; returns once Redis has confirmed it
         (in this session or, if it broke meanwhile, the next one)."""
         confirmed = self._confirming.setdefault(channel, trio.Event())
-        async with self._sub_lock:
-            conn = self._pubsub
-            if conn is None:
-                raise self._unavailable()
+        try:
+            async with self._sub_lock:
+                conn = self._pubsub
+                if conn is None:
+                    raise self._unavailable()
+                with trio.fail_after(self.config.command_timeout):
+                    await conn.send([("SUBSCRIBE", channel)])
             with trio.fail_after(self.config.command_timeout):
-                await conn.send([("SUBSCRIBE", channel)])
-        with trio.fail_after(self.config.command_timeout):
-            await confirmed.wait()
+                await confirmed.wait()
+        finally:
+            if self._confirming.get(channel) is confirmed and not confirmed.is_set():
+                del self._confirming[channel]  # (a later session confirms it anew)
 
     async def _unsubscribe(self, channel: str) -> None:
         async with self._sub_lock:
@@ -957,7 +965,8 @@ class Backplane:
             return
         if self._sub_pinged <= self._sub_heard:  # (not pinged since it last spoke)
             self._sub_pinged = now
-            await conn.send([("PING",)])
+            with contextlib.suppress(*_REDIS_ERRORS):  # (the subscriber hears of it)
+                await conn.send([("PING",)])
         elif now - self._sub_pinged > self.config.command_timeout:
             logger.info("cluster: the subscription did not answer a PING; making a new one")
             await conn.aclose()

@@ -184,3 +184,16 @@ def test_rediss_gives_the_lean_connections_coredis_tls_settings() -> None:
     endpoint = _endpoint(backplane.client)
     assert endpoint.ssl_context is not None
     assert endpoint.ssl_context is backplane.client.connection_pool.connection_kwargs["ssl_context"]
+
+
+async def test_a_ping_that_cannot_be_sent_is_left_to_the_subscriber(autojump_clock) -> None:
+    """The subscriber hears of a broken connection itself; the keeper's check neither
+    raises nor marks the cluster down."""
+    config = ClusterConfig(url="redis://127.0.0.1:1/0", node="a", presence_ttl=10)
+    backplane = Backplane(config, Recorder())
+    client, server = trio.testing.memory_stream_pair()
+    backplane._pubsub = resp.RedisConnection(client)
+    await server.aclose()
+    await backplane._check_subscription()
+    assert backplane._pubsub.closed
+    assert backplane._down_reason == "not connected yet"  # untouched by the check
