@@ -164,7 +164,7 @@ def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path) -> dict:
 
 
 def show(row: dict) -> str:
-    nodes = "/".join(f"{c:.2f}" for c in row["node_cpu_us_per_own_delivery"])
+    nodes = "/".join(f"{c:.3f}" for c in row["node_cpu_us_per_own_delivery"])
     redis = (
         f"redis {row['redis_cpu_us_per_delivery']:.3f} us/delivery, "
         f"{row['redis_cpu_us_per_message']:.1f} us/message ({row['redis_cpu_pct']:.0f}%)"
@@ -176,7 +176,7 @@ def show(row: dict) -> str:
         f"{row['deliveries_per_s'] / 1e6:6.3f} M/s "
         f"p50/p99 {row['p50_ms']:.1f}/{row['p99_ms']:.1f} ms "
         f"loss {row['loss_pct']}% | CPU us per own delivery, each node {nodes}; all nodes "
-        f"per delivery {row['nodes_cpu_us_per_delivery']:.2f} | {redis}"
+        f"per delivery {row['nodes_cpu_us_per_delivery']:.3f} | {redis}"
     )
 
 
@@ -229,8 +229,8 @@ def main() -> int:
         worst = max(row["node_cpu_us_per_own_delivery"])
         row["ratio_to_single_node"] = worst / single
         print(
-            f"{row['scenario']:<40} nodes={nodes}: worst node {worst:.2f} us/delivery = "
-            f"{worst / single:.2f}x one node serving as many members ({single:.2f}, "
+            f"{row['scenario']:<40} nodes={nodes}: worst node {worst:.3f} us/delivery = "
+            f"{worst / single:.2f}x one node serving as many members ({single:.3f}, "
             f"{' '.join(baseline)})"
         )
     if args.json:

@@ -137,6 +137,9 @@ class Listener(Protocol):
     def node_gone(self, node: str, users: Sequence[tuple[str, str]]) -> None:
         """Another node died or left; its users (name, room) are gone."""
 
+    def moderated_elsewhere(self, event: ev.Moderation | ev.Topic) -> None:
+        """An operator on another node acted (its state is in the shared store)."""
+
     def names_lost(self, names: Sequence[str], reason: str) -> None:
         """These users of this node no longer hold their names: disconnect them."""
 
@@ -1000,6 +1003,9 @@ class Backplane:
                             len(decoded.users),
                         )
                         self._listener.node_gone(decoded.node, decoded.users)
+                elif isinstance(decoded, wire.Moderated):
+                    if decoded.origin != self.node:
+                        self._listener.moderated_elsewhere(decoded.event)
                 elif decoded[0] != self.node:
                     self._listener.broadcast(decoded[1])
         except wire.WireError as exc:
@@ -1140,6 +1146,21 @@ class Backplane:
         except _REDIS_ERRORS as exc:
             self._note_down(exc)
             raise self._unavailable() from None
+
+    def announce_moderation(self, event: ev.Moderation | ev.Topic) -> None:
+        """Tell the other nodes that an operator here acted (after its state was
+        written), so that they carry it out for their users.  Best effort: while
+        Redis cannot be reached, the others learn the state at their next refresh,
+        and a kick is lost (logged)."""
+        self._spawn(self._publish_all, wire.encode_moderated(self.node, event))
+
+    async def _publish_all(self, payload: str) -> None:
+        try:
+            with trio.fail_after(self.config.command_timeout * 2):
+                await self._client.publish(self.keys.all_channel, payload)
+        except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
+            logger.warning("cluster: a moderation action did not reach the others: %s", exc)
+            self._note_down(exc)
 
     async def roster(self) -> Roster:
         """Everyone online in the cluster.  Raises ClusterUnavailable."""

@@ -419,7 +419,33 @@ class ClusterServer(ChatServer):
             cluster_rooms=len(roster.rooms()),
         )
 
+    # -- moderation across nodes ---------------------------------------------------------
+
+    async def find_elsewhere(self, name: str) -> str | None:
+        try:
+            roster = await self.backplane.roster()
+        except ClusterUnavailable as exc:
+            raise _refusal(exc) from None
+        key, here = fold_name(name), self.backplane.node
+        for spelled, _, node in roster.users:
+            if node != here and fold_name(spelled) == key:
+                return spelled
+        return None
+
+    def moderated(self, event: ev.Moderation | ev.Topic) -> None:
+        self.backplane.announce_moderation(event)
+
     # -- the Listener: what the backplane tells this node ------------------------------
+
+    def moderated_elsewhere(self, event: ev.Moderation | ev.Topic) -> None:
+        self._spawn(partial(self._carry_out, event))
+
+    async def _carry_out(self, event: ev.Moderation | ev.Topic) -> None:
+        try:
+            await self.moderation.refresh()  # (what the other node wrote, first)
+        except ChatError as exc:
+            logger.warning("cluster: cannot re-read the moderation state: %s", exc.message)
+        admin.carry_out(self, event)
 
     def room_messages(self, room_key: str, rows: list[Row]) -> None:
         room = self.state.rooms.get(room_key)

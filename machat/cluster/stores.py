@@ -1,4 +1,4 @@
-"""Accounts, bans and topics in Redis, so that every node of a cluster shares them.
+"""Accounts, bans, mutes and topics in Redis, so that every node of a cluster shares them.
 
 The same interfaces as the SQLite stores (`machat.server.accounts.AccountStore`,
 `machat.server.moderation.ModerationStore`), on the backplane's Redis client:
@@ -9,13 +9,15 @@ key                        type    what
 ``account:<folded name>``  string  JSON ``{"name", "hash", "created"}``
 ``bans``                   hash    folded name -> JSON of the ban
 ``topics``                 hash    room key -> JSON of the topic
+``mutes``                  hash    folded name -> JSON of the mute
 =========================  ======  =================================================
 
 Accounts are read from Redis at every check; a new one is written with ``SET NX``,
-so two nodes registering one name at once cannot both succeed.  Bans and topics are
-written through; `Moderation` keeps them in memory and, with a store that says it
-is ``shared``, re-reads them before every admission and ``/bans``, so a ban made on
-one node refuses the name on all of them.  A Redis failure is a ``113 cluster
+so two nodes registering one name at once cannot both succeed.  Bans, mutes and
+topics are written through; `Moderation` keeps them in memory and, with a store that
+says it is ``shared``, re-reads them before every admission and ``/bans``, and
+whenever another node says it changed them (`ClusterServer.moderated`), so a ban
+made on one node refuses the name on all of them.  A Redis failure is a ``113 cluster
 unavailable`` refusal, never a traceback.
 """
 
@@ -33,7 +35,7 @@ from coredis.tokens import PureToken
 
 from ..protocol.errors import ChatError, ErrorCode
 from ..server.accounts import Account
-from ..server.moderation import Ban, Topic
+from ..server.moderation import Ban, Mute, Topic
 
 __all__ = ["RedisAccountStore", "RedisModerationStore"]
 
@@ -104,13 +106,25 @@ class RedisModerationStore(_Redis):
     def _topics(self) -> str:
         return f"{self.prefix}topics"
 
-    async def load(self) -> tuple[list[Ban], list[Topic]]:
+    @property
+    def _mutes(self) -> str:
+        return f"{self.prefix}mutes"
+
+    async def load(self) -> tuple[list[Ban], list[Topic], list[Mute]]:
         bans = await self.call(self.client.hgetall(self._bans))
         topics = await self.call(self.client.hgetall(self._topics))
+        mutes = await self.call(self.client.hgetall(self._mutes))
         return (
             [Ban(**json.loads(value)) for value in bans.values()],
             [Topic(**json.loads(value)) for value in topics.values()],
+            [Mute(**json.loads(value)) for value in mutes.values()],
         )
+
+    async def put_mute(self, mute: Mute) -> None:
+        await self.call(self.client.hset(self._mutes, {mute.key: _record(mute)}))
+
+    async def delete_mute(self, key: str) -> None:
+        await self.call(self.client.hdel(self._mutes, [key]))
 
     async def put_ban(self, ban: Ban) -> None:
         await self.call(self.client.hset(self._bans, {ban.key: _record(ban)}))

@@ -24,6 +24,9 @@ All channel (``all``)::
 
     B<TAB>origin<TAB>ts<TAB>from<NEWLINE>text                   ``@ALL:``
     X<TAB>node<NEWLINE>Name<TAB>room<NEWLINE>...                node gone, with its users
+    A<TAB>origin<TAB>action<TAB>name<TAB>by<TAB>minutes<NEWLINE>reason
+                                                               a moderation action
+    T<TAB>origin<TAB>room<TAB>by<TAB>ts<NEWLINE>text             a room's new topic
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from ..server.passes import Row
 
 __all__ = [
     "Batch",
+    "Moderated",
     "NodeGone",
     "decode_all",
     "decode_batch",
     "decode_direct",
     "decode_room_notice",
     "encode_broadcast",
+    "encode_moderated",
     "encode_notice",
 ]
 
@@ -145,13 +150,40 @@ def decode_direct(payload: str) -> tuple[ev.Private | ev.GroupMessage, list[str]
     raise WireError(f"bad direct message {head[:80]!r}")
 
 
-def decode_all(payload: str) -> tuple[str, ev.Broadcast] | NodeGone:
-    """A broadcast (origin, event), or a node that went away."""
+@attrs.frozen
+class Moderated:
+    """A moderation action (or a new topic) done on node ``origin``."""
+
+    origin: str
+    event: ev.Moderation | ev.Topic
+
+
+def encode_moderated(origin: str, event: ev.Moderation | ev.Topic) -> str:
+    if isinstance(event, ev.Topic):
+        return f"T\t{origin}\t{event.room}\t{event.by}\t{event.ts!r}\n{event.text}"
+    e = event
+    return f"A\t{origin}\t{e.action}\t{e.name}\t{e.by}\t{e.minutes}\n{e.reason}"
+
+
+def decode_all(payload: str) -> tuple[str, ev.Broadcast] | NodeGone | Moderated:
+    """A broadcast (origin, event), a node that went away, or a moderation action."""
     head, _, rest = payload.partition("\n")
     parts = head.split("\t")
     if parts[0] == "B" and len(parts) == 4:
         try:
             return parts[1], ev.Broadcast(parts[3], rest, float(parts[2]))
+        except ValueError:
+            pass
+    elif parts[0] == "A" and len(parts) == 6:
+        try:
+            event = ev.Moderation(parts[2], parts[3], parts[4], rest, int(parts[5]))
+        except ValueError:  # (an unknown action too)
+            pass
+        else:
+            return Moderated(parts[1], event)
+    elif parts[0] == "T" and len(parts) == 5:
+        try:
+            return Moderated(parts[1], ev.Topic(parts[2], rest, parts[3], float(parts[4])))
         except ValueError:
             pass
     elif parts[0] == "X" and len(parts) == 2:

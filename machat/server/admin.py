@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from ..protocol import commands as cmd
@@ -154,6 +155,24 @@ def _disconnect(server: ChatServer, target: Member, event: ev.Moderation, reason
         )
 
 
+def carry_out(server: ChatServer, event: ev.Moderation | ev.Topic) -> None:
+    """What another node's operator did, done to this node's users (a cluster; the
+    moderation state itself was re-read from the shared store first)."""
+    if isinstance(event, ev.Topic):
+        room = server.state.rooms.get(fold_name(event.room))
+        if room is not None:
+            room.broadcast_event(attrs.evolve(event, room=room.name))
+        return
+    target = server.state.lookup(event.name)
+    if target is None or event.action == "unban":
+        return
+    if event.action in ("kick", "ban"):
+        verb = "kicked" if event.action == "kick" else "banned"
+        _disconnect(server, target, event, f"{verb} by {event.by}{_because(event.reason)}")
+    else:  # mute, unmute: the member hears of it
+        target.send_event(event)
+
+
 def _because(reason: str) -> str:
     return f" ({reason})" if reason else ""
 
@@ -209,6 +228,13 @@ async def _unregister(server: ChatServer, member: Member, c: cmd.Unregister) -> 
 
 async def _kick(server: ChatServer, member: Member, c: cmd.Kick) -> None:
     _require_operator(server, member, "kick")
+    validate_name(c.name)
+    if server.state.lookup(c.name) is None and (spelled := await server.find_elsewhere(c.name)):
+        event = ev.Moderation("kick", spelled, member.name, c.reason)
+        server.moderated(event)  # its node takes it out
+        _record(server, None, f"{member.name} kicked {spelled}{_because(c.reason)}")
+        member.send_event(event)
+        return
     target = _online(server, c.name)
     _not_yourself(member, c.name, "kick")
     room = target.room.name if target.room is not None else None
@@ -223,7 +249,10 @@ async def _ban(server: ChatServer, member: Member, c: cmd.Ban) -> None:
     validate_name(c.name)
     _not_yourself(member, c.name, "ban")
     target = server.state.lookup(c.name)
-    name = target.name if target is not None else c.name
+    if target is not None:
+        name = target.name
+    else:
+        name = await server.find_elsewhere(c.name) or c.name
     address = None
     if target is not None and target.ip:
         accounts = server.accounts
@@ -238,6 +267,7 @@ async def _ban(server: ChatServer, member: Member, c: cmd.Ban) -> None:
         room = target.room.name if target.room is not None else None
         reason = f"banned by {member.name}{_because(c.reason)}"
         _disconnect(server, target, event, reason)
+    server.moderated(event)  # another node may have the name online
     also = f" and {address}" if address else ""
     _record(server, room, f"{member.name} banned {name}{also}{_for(c.minutes)}{_because(c.reason)}")
     member.send_event(event)
@@ -250,7 +280,9 @@ async def _unban(server: ChatServer, member: Member, c: cmd.Unban) -> None:
     if ban is None:
         raise ChatError(ErrorCode.NO_SUCH_RECIPIENT, f"{c.name} is not banned")
     _record(server, None, f"{member.name} unbanned {ban.name}")
-    member.send_event(ev.Moderation("unban", ban.name, member.name))
+    event = ev.Moderation("unban", ban.name, member.name)
+    server.moderated(event)
+    member.send_event(event)
 
 
 async def _bans(server: ChatServer, member: Member, c: cmd.Bans) -> None:
@@ -274,20 +306,25 @@ async def _mute(server: ChatServer, member: Member, c: cmd.Mute) -> None:
     validate_name(c.name)
     _not_yourself(member, c.name, "mute")
     target = server.state.lookup(c.name)
-    name = target.name if target is not None else c.name
-    server.moderation.mute(name, by=member.name, minutes=c.minutes)
+    if target is not None:
+        name = target.name
+    else:
+        name = await server.find_elsewhere(c.name) or c.name
+    await server.moderation.mute(name, by=member.name, minutes=c.minutes)
     event = ev.Moderation("mute", name, member.name, minutes=c.minutes)
     room = None
     if target is not None:
         room = target.room.name if target.room is not None else None
         target.send_event(event)
+    server.moderated(event)
     _record(server, room, f"{member.name} muted {name}{_for(c.minutes)}")
     member.send_event(event)
 
 
 async def _unmute(server: ChatServer, member: Member, c: cmd.Unmute) -> None:
     _require_operator(server, member, "unmute")
-    mute = server.moderation.unmute(c.name)
+    await server.moderation.refresh()
+    mute = await server.moderation.unmute(c.name)
     if mute is None:
         raise ChatError(ErrorCode.NO_SUCH_RECIPIENT, f"{c.name} is not muted")
     event = ev.Moderation("unmute", mute.name, member.name)
@@ -296,6 +333,7 @@ async def _unmute(server: ChatServer, member: Member, c: cmd.Unmute) -> None:
     if target is not None:
         room = target.room.name if target.room is not None else None
         target.send_event(event)
+    server.moderated(event)
     _record(server, room, f"{member.name} unmuted {mute.name}")
     member.send_event(event)
 
@@ -315,11 +353,13 @@ async def _topic(server: ChatServer, member: Member, c: cmd.Topic) -> None:
     _require_operator(server, member, "topic")
     topic = await server.moderation.set_topic(room.name, c.text, by=member.name)
     if topic is None:
-        room.broadcast_event(ev.Topic(room.name, "", member.name))
+        event = ev.Topic(room.name, "", member.name)
         _record(server, room.name, f"{member.name} cleared the topic")
     else:
-        room.broadcast_event(ev.Topic(room.name, topic.text, topic.by, topic.ts))
+        event = ev.Topic(room.name, topic.text, topic.by, topic.ts)
         _record(server, room.name, f"{member.name} set the topic: {topic.text}")
+    room.broadcast_event(event)
+    server.moderated(event)
 
 
 HANDLERS: dict[type, Callable[[ChatServer, Member, Any], Awaitable[None]]] = {

@@ -3,9 +3,9 @@
 `Moderation` answers synchronously from memory (is this name banned, muted, an
 operator; what is this room's topic), so a join or a room line never waits for a
 disk; changes are written through to a `ModerationStore` (`SqliteModerationStore`
-with ``--db``: bans and topics survive a restart; a Redis store can keep them for a
-cluster, loading them the same way).  Without a store they last as long as the
-process.  Mutes are kept in memory only: they are meant for minutes.
+with ``--db``: bans, mutes and topics survive a restart; a Redis store keeps them for
+a cluster, loading them the same way).  Without a store they last as long as the
+process.
 
 Bans and mutes expire on the injected wall clock (``clock``, unix seconds: a ban
 that outlives a restart must keep its end).  An expired entry is dropped the next
@@ -82,11 +82,13 @@ def describe_until(until: float | None) -> str:
 
 
 class ModerationStore(Protocol):
-    """Where bans and topics are kept (SQLite now; Redis for a cluster)."""
+    """Where bans, mutes and topics are kept (SQLite; Redis for a cluster)."""
 
-    async def load(self) -> tuple[list[Ban], list[Topic]]: ...
+    async def load(self) -> tuple[list[Ban], list[Topic], list[Mute]]: ...
     async def put_ban(self, ban: Ban) -> None: ...
     async def delete_ban(self, key: str) -> None: ...
+    async def put_mute(self, mute: Mute) -> None: ...
+    async def delete_mute(self, key: str) -> None: ...
     async def put_topic(self, topic: Topic) -> None: ...
     async def delete_topic(self, room_key: str) -> None: ...
 
@@ -108,11 +110,18 @@ CREATE TABLE IF NOT EXISTS topics (
     by TEXT NOT NULL,
     ts REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mutes (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    by TEXT NOT NULL,
+    until REAL
+) WITHOUT ROWID;
 """
 
 
 class SqliteModerationStore:
-    """Bans and topics in the ``bans`` and ``topics`` tables of a SQLite file."""
+    """Bans, topics and mutes in the ``bans``, ``topics`` and ``mutes`` tables of a
+    SQLite file (a file from before mutes were kept gets the table at open)."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
@@ -120,15 +129,37 @@ class SqliteModerationStore:
     def open(self) -> None:
         self.db.open(_SCHEMA)
 
-    async def load(self) -> tuple[list[Ban], list[Topic]]:
-        def load(conn: sqlite3.Connection) -> tuple[list[Ban], list[Topic]]:
+    async def load(self) -> tuple[list[Ban], list[Topic], list[Mute]]:
+        def load(conn: sqlite3.Connection) -> tuple[list[Ban], list[Topic], list[Mute]]:
             bans = conn.execute(
                 "SELECT key, name, address, by, reason, created, until FROM bans"
             ).fetchall()
             topics = conn.execute("SELECT room_key, room, text, by, ts FROM topics").fetchall()
-            return [Ban(*row) for row in bans], [Topic(*row) for row in topics]
+            mutes = conn.execute("SELECT key, name, by, until FROM mutes").fetchall()
+            return (
+                [Ban(*row) for row in bans],
+                [Topic(*row) for row in topics],
+                [Mute(*row) for row in mutes],
+            )
 
         return await self.db.run(load)
+
+    async def put_mute(self, mute: Mute) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO mutes (key, name, by, until) VALUES (?, ?, ?, ?)",
+                    attrs.astuple(mute),
+                )
+
+        await self.db.run(put)
+
+    async def delete_mute(self, key: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("DELETE FROM mutes WHERE key = ?", (key,))
+
+        await self.db.run(delete)
 
     async def put_ban(self, ban: Ban) -> None:
         def put(conn: sqlite3.Connection) -> None:
@@ -186,25 +217,35 @@ class Moderation:
         self._topics: dict[str, Topic] = {}
 
     async def load(self) -> None:
-        """Read the stored bans and topics (at startup)."""
+        """Read the stored bans, mutes and topics (at startup)."""
         if self.store is None:
             return
-        bans, topics = await self.store.load()
+        bans, topics, mutes = await self.store.load()
         now = self.clock()
         self._bans = {ban.key: ban for ban in bans if not ban.expired(now)}
+        self._mutes = {mute.key: mute for mute in mutes if not mute.expired(now)}
         self._topics = {topic.room_key: topic for topic in topics}
         for ban in bans:
             if ban.expired(now):
                 await self._write(self.store.delete_ban, ban.key)
-        logger.info("moderation: %d bans, %d topics", len(self._bans), len(self._topics))
+        for mute in mutes:
+            if mute.expired(now):
+                await self._write(self.store.delete_mute, mute.key)
+        logger.info(
+            "moderation: %d bans, %d mutes, %d topics",
+            len(self._bans),
+            len(self._mutes),
+            len(self._topics),
+        )
 
     async def refresh(self) -> None:
         """Re-read a store that other servers change too (a cluster's Redis)."""
         store = self.store
         if store is None or not getattr(store, "shared", False):
             return
-        bans, topics = await store.load()
+        bans, topics, mutes = await store.load()
         self._bans = {ban.key: ban for ban in bans}
+        self._mutes = {mute.key: mute for mute in mutes}
         self._topics = {topic.room_key: topic for topic in topics}
 
     async def _write(self, method: Callable[..., object], *args: object) -> None:
@@ -273,13 +314,18 @@ class Moderation:
 
     # -- mutes ------------------------------------------------------------------------
 
-    def mute(self, name: str, *, by: str, minutes: int = 0) -> Mute:
+    async def mute(self, name: str, *, by: str, minutes: int = 0) -> Mute:
         until = self.clock() + 60 * minutes if minutes else None
         mute = self._mutes[fold_name(name)] = Mute(fold_name(name), name, by, until)
+        if self.store is not None:
+            await self._write(self.store.put_mute, mute)
         return mute
 
-    def unmute(self, name: str) -> Mute | None:
+    async def unmute(self, name: str) -> Mute | None:
+        """Lift the mute of ``name``; None if it had none (or it had expired)."""
         mute = self._mutes.pop(fold_name(name), None)
+        if mute is not None and self.store is not None:
+            await self._write(self.store.delete_mute, mute.key)
         if mute is None or mute.expired(self.clock()):
             return None
         return mute

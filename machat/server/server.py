@@ -321,6 +321,14 @@ class ChatServer:
     async def prepare_room(self, room: str) -> None:
         """Before a handshake's history and join: make ``room`` ready to deliver."""
 
+    async def find_elsewhere(self, name: str) -> str | None:
+        """How ``name`` is spelled if that user is online on another node."""
+        return None
+
+    def moderated(self, event: ev.Moderation | ev.Topic) -> None:
+        """An operator here banned, kicked, muted... or set a topic: what other nodes
+        must carry out for their users (`admin.carry_out`)."""
+
     async def read_recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
         return self.history.recent(room, count)
 

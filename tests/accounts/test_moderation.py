@@ -101,24 +101,42 @@ async def test_bans_and_topics_survive_a_restart(db_path: str, clock: FakeClock)
     assert second.topic("lounge") is None
     second.store.db.close()  # type: ignore[union-attr]
     # The expired ban was deleted from the file when it was loaded.
-    bans, topics = await open_store(db_path).load()
+    bans, topics, mutes = await open_store(db_path).load()
     assert [ban.name for ban in bans] == ["Bob"]
     assert [t.room for t in topics] == ["Dev"]
+    assert mutes == []
 
 
 async def test_mutes(clock: FakeClock) -> None:
     moderation = Moderation(clock=clock)
     assert moderation.muted("Bob") is None
-    mute = moderation.mute("Bob", by="Mina", minutes=5)
+    mute = await moderation.mute("Bob", by="Mina", minutes=5)
     assert moderation.muted("bob") is mute
     clock.advance(300)
     assert moderation.muted("Bob") is None
-    moderation.mute("Bob", by="Mina")
+    await moderation.mute("Bob", by="Mina")
     clock.advance(10**9)
     assert moderation.muted("Bob") is not None  # until lifted
-    assert moderation.unmute("BOB") is not None
+    assert await moderation.unmute("BOB") is not None
     assert moderation.muted("Bob") is None
-    assert moderation.unmute("Bob") is None
+    assert await moderation.unmute("Bob") is None
+
+
+async def test_mutes_survive_a_restart_until_they_end(db_path: str, clock: FakeClock) -> None:
+    first = await loaded(db_path, clock)
+    forever = await first.mute("Bob", by="Mina")
+    await first.mute("Eve", by="Mina", minutes=1)
+    await first.mute("Gone", by="Mina")
+    await first.unmute("gone")
+    first.store.db.close()  # type: ignore[union-attr]
+
+    clock.advance(61)  # Eve's mute ends while the server is down
+    second = await loaded(db_path, clock)
+    assert second.muted("bob") == forever
+    assert second.muted("Eve") is None and second.muted("Gone") is None
+    second.store.db.close()  # type: ignore[union-attr]
+    _, _, mutes = await open_store(db_path).load()  # the expired one was deleted
+    assert [mute.name for mute in mutes] == ["Bob"]
 
 
 async def test_topics(clock: FakeClock) -> None:

@@ -38,6 +38,7 @@ class Recorder:
         self.broadcasts: list[ev.Broadcast] = []
         self.gone: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         self.lost: list[tuple[tuple[str, ...], str]] = []
+        self.moderated: list[ev.Moderation | ev.Topic] = []
         self._changed = trio.Event()
 
     def _poke(self) -> None:
@@ -74,6 +75,10 @@ class Recorder:
 
     def node_gone(self, node: str, users: Sequence[tuple[str, str]]) -> None:
         self.gone.append((node, tuple(users)))
+        self._poke()
+
+    def moderated_elsewhere(self, event: ev.Moderation | ev.Topic) -> None:
+        self.moderated.append(event)
         self._poke()
 
     def names_lost(self, names: Sequence[str], reason: str) -> None:

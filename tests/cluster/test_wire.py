@@ -53,3 +53,27 @@ def test_direct_messages() -> None:
     assert event == ev.GroupMessage("#team", "Mina", "hi", 1.5) and names == ["Bob"]
     with pytest.raises(wire.WireError):
         wire.decode_direct("P\tnot-a-time\tMina\tBob\nhi")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ev.Moderation("ban", "Bob", "Mina", "spam\tand more", 30),
+        ev.Moderation("kick", "Eve", "Mina"),
+        ev.Moderation("mute", "Bob", "Mina", minutes=5),
+        ev.Moderation("unmute", "Bob", "Mina"),
+        ev.Moderation("unban", "Bob", "Mina"),
+        ev.Topic("Dev", "release\tday", "Mina", 1764582609.25),
+        ev.Topic("Dev", "", "Mina"),
+    ],
+)
+def test_moderation_round_trip(event: ev.Moderation | ev.Topic) -> None:
+    assert wire.decode_all(wire.encode_moderated("a", event)) == wire.Moderated("a", event)
+
+
+@pytest.mark.parametrize(
+    "payload", ["A\ta\tpunch\tBob\tMina\t0\n", "A\ta\tban\tBob\tMina\tsoon\n", "T\ta\tdev\tMina\n"]
+)
+def test_bad_moderation_payloads_are_refused(payload: str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_all(payload)
