@@ -1,6 +1,6 @@
 """Benchmark a machat cluster: one room over 1, 2 and 3 nodes, and many rooms over them.
 
-    python bench/cluster.py [--loadgen /tmp/loadgen-c] [--quick] [--json OUT]
+    python bench/cluster.py [--loadgen PATH] [--quick] [--json OUT]
 
 Every configuration starts a fresh ``redis-server`` (loopback TCP, no persistence)
 and N nodes (``--redis``), drives them with loadgen-c (``--ports P1,P2,...``, clients
@@ -14,7 +14,8 @@ node and of all nodes, Redis's CPU per delivery and per room message (one messag
 said in a room, whatever its number of recipients).  This machine has 2 cores shared
 by nodes, Redis and the load generator: it measures cost, not capacity.
 
-Build loadgen-c first: ``make -C ../shared/loadgen-c OUT=/tmp/loadgen-c``.
+Without ``--loadgen``, loadgen-c is built from ``../shared/loadgen-c`` (as
+``bench/run.py`` does); if it cannot be built, the script says why and exits 2.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from generators import LOADGEN_C_SRC, build_loadgen_c
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_FLAGS = ("--rate", "0", "--max-per-ip", "0", "--max-clients", "0", "--stats-interval", "0")
@@ -182,7 +185,7 @@ def show(row: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--loadgen", default="/tmp/loadgen-c")
+    parser.add_argument("--loadgen", help="a loadgen-c binary (default: build one)")
     parser.add_argument("--quick", action="store_true", help="a few seconds in all (smoke)")
     parser.add_argument("--json", metavar="OUT", help="append every result as a JSON line")
     args = parser.parse_args()
@@ -211,10 +214,19 @@ def main() -> int:
     plan += [(0, rooms(6), None), (0, rooms(2), None), (3, rooms(6), rooms(2))]
     rows = []
     with tempfile.TemporaryDirectory(prefix="machat-cluster-bench-") as tmp:
+        loadgen = args.loadgen
+        if loadgen is None:
+            binary, how = build_loadgen_c(LOADGEN_C_SRC, Path(tmp))
+            if binary is None:
+                hint = f"make -C {LOADGEN_C_SRC} OUT=/tmp/loadgen-c"
+                print(f"cannot build loadgen-c ({how}): {hint}, then --loadgen", file=sys.stderr)
+                return 2
+            loadgen = str(binary)
+            print(f"loadgen-c: {how}", flush=True)
         for i, (nodes, scenario, _) in enumerate(plan):
             workdir = Path(tmp) / f"run{i}"
             workdir.mkdir()
-            row = run(args.loadgen, nodes, scenario, workdir)
+            row = run(loadgen, nodes, scenario, workdir)
             rows.append(row)
             print(show(row), flush=True)
             if args.json:

@@ -226,3 +226,43 @@ def test_placement_parses_and_pins_a_server(tmp_path: Path, monkeypatch) -> None
         (pid,) = running.pids
         assert os.sched_getaffinity(pid) == {first}
     assert [code for _, code, _ in running.exits] == [0]
+
+
+# ---------------------------------------------------------------------------------------
+# bench/cluster.py: the cluster benchmark, a few seconds of it
+
+CLUSTER = REPO / "bench" / "cluster.py"
+
+
+@pytest.mark.cluster
+def test_cluster_py_quick(tmp_path: Path) -> None:
+    """One plain node, then 1-3 nodes on a fresh Redis, one room and many rooms:
+    every run completes with nothing lost, with each node's and Redis's CPU.  Where
+    loadgen-c cannot be built, the script says so and exits 2."""
+    out = tmp_path / "rows.jsonl"
+    proc = subprocess.run(
+        [sys.executable, str(CLUSTER), "--quick", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    tools = shutil.which("gcc") and shutil.which("make")
+    if not (tools and (LOADGEN_C_SRC / "Makefile").is_file()):
+        assert proc.returncode == 2 and "cannot build loadgen-c" in proc.stderr, proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    *rows, last = [json.loads(line) for line in out.read_text().splitlines()]
+    summary = last["summary"]  # the same rows, the cluster ones with their ratio
+    ratios = [r.pop("ratio_to_single_node") for r in summary if "ratio_to_single_node" in r]
+    assert summary == rows and len(ratios) == 4 and all(x > 0 for x in ratios)
+    assert [(r["nodes"], r["redis"]) for r in rows] == [
+        (1, False), (1, True), (1, False), (2, True), (1, False), (3, True),
+        (1, False), (1, False), (3, True),
+    ]  # fmt: skip
+    for row in rows:
+        assert row["completed"] and row["loss_pct"] == 0, row
+        assert len(row["node_cpu_us_per_own_delivery"]) == row["nodes"]
+        assert all(cpu > 0 for cpu in row["node_cpu_us_per_own_delivery"])
+        assert (row.get("redis_cpu_us_per_message", 0) > 0) == row["redis"]
+    assert sum("x one node serving as many members" in x for x in proc.stdout.splitlines()) == 4
