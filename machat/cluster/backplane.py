@@ -63,6 +63,7 @@ __all__ = [
     "BackplaneStatistics",
     "ClusterConfig",
     "ClusterUnavailable",
+    "Group",
     "Listener",
     "Roster",
     "check_url",
@@ -165,6 +166,15 @@ class Roster:
 
 
 @attrs.frozen
+class Group:
+    """A group as the cluster knows it (``/group``): defined on its owner's node."""
+
+    name: str
+    owner: str
+    members: tuple[str, ...]
+
+
+@attrs.frozen
 class BackplaneStatistics:
     node: str
     available: bool
@@ -239,6 +249,7 @@ class Backplane:
         self._heartbeat_script = client.register_script(scripts.HEARTBEAT)
         self._roster = client.register_script(scripts.ROSTER)
         self._route = client.register_script(scripts.ROUTE)
+        self._group_script = client.register_script(scripts.GROUP)
 
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
@@ -1112,6 +1123,45 @@ class Backplane:
             self._note_down(exc)
         finally:
             room.filling = False
+
+    # -- groups ------------------------------------------------------------------------
+
+    async def define_group(
+        self, owner: str, name: str, members: Sequence[str], *, renamed_from: str = ""
+    ) -> Group | None:
+        """Make ``name`` (``#Team``) the group of ``members``, owned by ``owner``, a user
+        of this node, for every node; it lasts while ``owner`` holds its name.  If
+        someone else owns the group, nothing changes and this returns theirs (the
+        owner's name before a rename, ``renamed_from``, is not someone else).
+        Raises ClusterUnavailable."""
+        user = self._users.get(fold_name(owner))
+        if not self._up or user is None:
+            raise self._unavailable()
+        record = "\n".join([fold_name(owner), user.lease, name, *members])
+        folded = fold_name(owner)
+        return await self._call_group(
+            "define", name, record, folded, fold_name(renamed_from) if renamed_from else folded
+        )
+
+    async def find_group(self, name: str) -> Group | None:
+        """A group defined on any node, or None.  Raises ClusterUnavailable."""
+        if not self._up:
+            raise self._unavailable()
+        return await self._call_group("get", name)
+
+    async def _call_group(self, mode: str, name: str, *args: str) -> Group | None:
+        try:
+            record: Any = await self._group_script(
+                args=[self.keys.prefix, mode, fold_name(name), *args]
+            )
+        except _REDIS_ERRORS as exc:
+            self._note_down(exc)
+            raise self._unavailable() from None
+        if not record:
+            return None
+        _, lease, spelled, *members = str(record).split("\n")
+        owner = lease.split("\t")[2] if lease.count("\t") >= 3 else "?"  # node, inc, Name, n
+        return Group(spelled, owner, tuple(members))
 
     # -- private, group, @ALL ----------------------------------------------------------
 

@@ -13,6 +13,9 @@ key                            type    what
 ``name:<folded name>``         string  the name's lease: ``node<TAB>inc<TAB>Name<TAB>n``
 ``room:{R}:meta``              hash    ``epoch``, ``seq`` (last id), ``n:<node>`` (dedup)
 ``room:{R}:log``               stream  the room's messages, entry id ``<msg id>-0``
+``groups``                     hash    folded #name -> owner's folded name, its lease,
+                                       ``#Name``, members (one per line): valid while
+                                       that lease is the owner's (`scripts.GROUP`)
 =============================  ======  ===============================================
 
 Channels: ``room:R`` (a room's batches and notices), ``node:N`` (private and group
@@ -31,6 +34,7 @@ class Keys:
         self.prefix = prefix
         self.nodes = prefix + "nodes"
         self.all_channel = prefix + "all"
+        self.groups = prefix + "groups"
 
     def room_meta(self, room_key: str) -> str:
         return f"{self.prefix}room:{{{room_key}}}:meta"

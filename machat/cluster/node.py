@@ -38,7 +38,7 @@ from ..server.member import Member, deliver_event
 from ..server.passes import RoomPass, Row
 from ..server.room import Room
 from ..server.server import ChatServer, ServerStatistics
-from ..server.state import EventLog, report_sent
+from ..server.state import EventLog, Group, report_sent
 from .backplane import Backplane, BackplaneStatistics, ClusterConfig, ClusterUnavailable
 from .stores import RedisAccountStore, RedisModerationStore
 
@@ -221,6 +221,7 @@ class ClusterServer(ChatServer):
             cmd.Who: self._who,
             cmd.Rooms: self._rooms,
             cmd.Msg: self._msg,
+            cmd.Group: self._group,
             cmd.Broadcast: self._broadcast,
             cmd.History: self._history,
             cmd.Stats: self._stats,
@@ -330,6 +331,12 @@ class ClusterServer(ChatServer):
                 self._claimed[key] = member
             else:
                 self.backplane.release_name(c.name)
+        if renamed:  # its groups go with the new name (the old one's lease is gone)
+            for group in [g for g in self.state.groups.values() if g.owner is member]:
+                with contextlib.suppress(ClusterUnavailable):
+                    await self.backplane.define_group(
+                        member.name, group.name, group.members, renamed_from=old
+                    )
 
     async def _list(self, member: Member, c: cmd.ListUsers) -> None:
         roster = await self.backplane.roster()
@@ -382,7 +389,7 @@ class ClusterServer(ChatServer):
         for target in c.targets:
             if not target.startswith("#"):
                 continue
-            group = self.state.groups.get(fold_name(target))
+            group = self.state.groups.get(fold_name(target)) or await backplane.find_group(target)
             if group is None:
                 unknown.append(target)
                 continue
@@ -393,6 +400,34 @@ class ClusterServer(ChatServer):
                 unknown += [n for n, spelled in zip(others, found, strict=True) if spelled is None]
             member.send_event(ev.GroupMessage(group.name, member.name, c.text, time.time()))
         report_sent(member, delivered, unknown)
+
+    async def _group(self, member: Member, c: cmd.Group) -> None:
+        """``/group``: a group defined here is known to every node (`Backplane.define_group`),
+        and one defined on another node can be looked at from here."""
+        state, key = self.state, fold_name(c.name)
+        if c.members is None:
+            group = state.groups.get(key) or await self.backplane.find_group(c.name)
+            if group is None:
+                raise ChatError(ErrorCode.NO_SUCH_RECIPIENT, f"no such group: {c.name}")
+            member.send_event(ev.Members(group.name, group.members))
+            return
+        before = state.groups.get(key)
+        defined = state.define_group(member, c.name, c.members)  # checks, as on one node
+        try:
+            theirs = await self.backplane.define_group(member.name, defined.name, defined.members)
+        except BaseException:
+            self._restore_group(key, before)  # refused: nothing changed
+            raise
+        if theirs is not None:
+            self._restore_group(key, before)
+            raise ChatError(ErrorCode.BAD_COMMAND, f"group {theirs.name} belongs to {theirs.owner}")
+        member.send_event(ev.Members(defined.name, defined.members))
+
+    def _restore_group(self, key: str, before: Group | None) -> None:
+        if before is None:
+            self.state.groups.pop(key, None)
+        else:
+            self.state.groups[key] = before
 
     async def _broadcast(self, member: Member, c: cmd.Broadcast) -> None:
         admin.check_speech(self, member)

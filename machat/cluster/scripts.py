@@ -12,7 +12,7 @@ see README ("Beyond one Redis") for what Redis Cluster would change.
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ", "ROSTER", "ROUTE"]
+__all__ = ["CLAIM", "GROUP", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ", "ROSTER", "ROUTE"]
 
 #: Append a batch of lines to a room: number them, store them, publish them.
 #:
@@ -267,4 +267,44 @@ for _, n in ipairs(order) do
              ARGV[2] .. '\t' .. table.concat(bynode[n], ',') .. '\n' .. ARGV[3])
 end
 return found
+"""
+
+#: A group (``/group #NAME ...``): defined on its owner's node, used from any node.
+#:
+#: ARGV: prefix, mode, folded group name, then for ``define``: the record, the
+#: owner's folded name (and the name it had before a rename, which may replace the
+#: group it owned then); for ``drop``: the owner's lease.  A record is ``owner's
+#: folded name``, ``owner's lease``, ``#Name``, then the members, one per line.  A
+#: record whose owner no longer holds that lease (left, or its node died) does not
+#: count and is deleted when met, so a group lasts as long as its owner's
+#: connection, as on one server.  Returns the group's (valid) record, or false;
+#: ``define`` sets it unless someone else owns it (then returns theirs).
+GROUP = r"""
+local P, mode, g = ARGV[1], ARGV[2], ARGV[3]
+local groups = P .. 'groups'
+local old = redis.call('HGET', groups, g)
+if old then
+  local okey, olease = string.match(old, '^([^\n]*)\n([^\n]*)\n')
+  if not okey or redis.call('GET', P .. 'name:' .. okey) ~= olease then
+    redis.call('HDEL', groups, g)
+    old = false
+  end
+end
+if mode == 'get' then
+  return old
+end
+if mode == 'drop' then
+  if old and string.match(old, '^[^\n]*\n([^\n]*)\n') == ARGV[4] then
+    redis.call('HDEL', groups, g)
+  end
+  return false
+end
+if old then
+  local okey = string.match(old, '^([^\n]*)\n')
+  if okey ~= ARGV[5] and okey ~= ARGV[6] then
+    return old
+  end
+end
+redis.call('HSET', groups, g, ARGV[4])
+return false
 """

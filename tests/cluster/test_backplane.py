@@ -14,6 +14,7 @@ import trio.testing
 
 from machat.cluster import ClusterUnavailable
 from machat.cluster import backplane as backplane_module
+from machat.cluster.backplane import Group
 from machat.protocol import events as ev
 from tests.cluster.support import eventually
 
@@ -409,3 +410,23 @@ async def test_redis_restart_with_data_continues_the_stream(start_node, redis) -
     for node in (a, b):
         await node.rec.wait_for(lambda node=node: node.rec.texts("dev") == ["before", "after"])
     assert a.bp.statistics().stream_restarts == 0
+
+
+async def test_a_group_is_known_to_every_node_while_its_owner_holds_its_name(start_node) -> None:
+    a, b = await start_node("a"), await start_node("b")
+    assert await a.bp.claim_name("Mina") and await b.bp.claim_name("Bob")
+    assert await a.bp.define_group("Mina", "#Team", ["Bob", "Eve"]) is None
+    assert await b.bp.find_group("#TEAM") == Group("#Team", "Mina", ("Bob", "Eve"))
+    # Someone else cannot take it; its owner can change it.
+    assert await b.bp.define_group("Bob", "#team", ["Bob"]) == Group(
+        "#Team", "Mina", ("Bob", "Eve")
+    )
+    assert await a.bp.define_group("mina", "#team", ["Eve"]) is None
+    assert await b.bp.find_group("#team") == Group("#team", "Mina", ("Eve",))
+    assert await b.bp.find_group("#nobody") is None
+    # Once the owner's name is released the group is gone, and may be someone else's.
+    a.bp.release_name("Mina")
+    await a.bp.flush_presence()
+    assert await b.bp.find_group("#team") is None
+    assert await b.bp.define_group("Bob", "#team", ["Bob"]) is None
+    assert await a.bp.find_group("#team") == Group("#team", "Bob", ("Bob",))

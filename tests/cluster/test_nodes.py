@@ -13,7 +13,7 @@ import sys
 import pytest
 import trio
 
-from tests.cluster.support import ROOT, RedisProcess, free_port, node_command
+from tests.cluster.support import ROOT, RedisProcess, eventually, free_port, node_command
 from tests.helpers import LineClient
 
 pytestmark = pytest.mark.cluster
@@ -392,3 +392,39 @@ async def test_an_operator_reaches_people_on_other_nodes(start_process) -> None:
             assert await again.line() == "! ERROR 117 banned: Bob is banned until lifted (spam)"
         await mina.send("/kick Nobody")
         await mina.expect("! ERROR 102 no such user: Nobody")
+
+
+async def test_a_group_defined_on_one_node_serves_every_node(start_process, redis) -> None:
+    """As on one server: anyone may look at a group and write to it, only its owner may
+    change it, and it lasts as long as its owner is connected (under any new name)."""
+    a, b = await start_process("a"), await start_process("b")
+    with trio.fail_after(20):
+        mina = await a.join("Mina")
+        bob, eve = await b.join("Bob"), await b.join("Eve")
+        await mina.send("/group #Team Bob,Eve")
+        await mina.expect("* #Team: Bob, Eve")
+        await bob.send("/group #team")
+        await bob.expect("* #Team: Bob, Eve")
+        await bob.send("@#TEAM: reply")
+        for client in (bob, eve):
+            await client.expect("[#Team] Bob:reply")
+        await eve.send("/group #team Eve")
+        await eve.expect("! ERROR 103 group #Team belongs to Mina")
+        await mina.send("/nick Mia")
+        await mina.expect("* Mina is now known as Mia")
+        await eve.send("/msg #team still there?")
+        for client in (bob, eve):
+            await client.expect("[#Team] Eve:still there?")
+        await eve.send("/group #team Eve")
+        await eve.expect("! ERROR 103 group #Team belongs to Mia")
+        await mina.send("/quit")
+        await mina.until_closed()
+        await eventually(lambda: _lease_gone(redis, "mia"))
+        await bob.send("/msg #team anyone?")
+        await bob.expect("! ERROR 102 unable to send: no such user or group: #team")
+        await eve.send("/group #team Eve")
+        await eve.expect("* #team: Eve")
+
+
+async def _lease_gone(redis: RedisProcess, name: str) -> bool:
+    return redis.cli("EXISTS", f"machat:name:{name}") == "0"
