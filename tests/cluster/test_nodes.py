@@ -351,49 +351,6 @@ async def test_a_node_cut_off_longer_than_the_ttl_gives_up_its_users(
         redis.kill()
 
 
-async def test_an_operator_reaches_people_on_other_nodes(start_process) -> None:
-    """Kick, mute, unmute, ban and topic from node a, for people on node b: carried out
-    there at once, and a ban holds on every node."""
-    a = await start_process("a", "--operator", "Mina")
-    b = await start_process("b", "--operator", "Mina")
-    with trio.fail_after(20):
-        first = await a.join("Mina")
-        await first.send("/register mina-password")
-        await first.expect("* Mina is registered to you; from now on it needs its password to join")
-        await first.send("/quit")
-        await first.until_closed()
-        mina = await a.join("Mina", auth="mina-password")
-        bob, eve = await b.join("Bob"), await b.join("Eve")
-
-        await mina.send("/mute bob 5")
-        await mina.expect("* Bob was muted by Mina for 5 minutes")
-        await bob.expect("* Bob was muted by Mina for 5 minutes")
-        await bob.send("can anyone hear me")
-        await bob.expect_prefix("! ERROR 115 muted: Mina muted you until 20")
-        await mina.send("/unmute Bob")
-        await mina.expect("* Bob was unmuted by Mina")
-        await bob.expect("* Bob was unmuted by Mina")
-        await bob.send("thanks")
-        await eve.expect("Bob:thanks")  # (and nothing of the muted line before it)
-
-        await mina.send("/topic Release day")
-        await eve.expect_prefix("* topic of dev: Release day (set by Mina)")
-
-        await mina.send("/kick eve  off topic")
-        await mina.expect("* Eve was kicked by Mina (off topic)")
-        assert (await eve.until_closed())[-1] == "* Eve was kicked by Mina (off topic)"
-        await bob.expect("* Eve left dev (kicked by Mina (off topic))")
-
-        await mina.send("/ban Bob spam")
-        await mina.expect("* Bob was banned by Mina until /unban (spam)")
-        assert (await bob.until_closed())[-1] == "* Bob was banned by Mina until /unban (spam)"
-        for node in (a, b):
-            again = await node.connect("Bob")
-            assert await again.line() == "! ERROR 117 banned: Bob is banned until lifted (spam)"
-        await mina.send("/kick Nobody")
-        await mina.expect("! ERROR 102 no such user: Nobody")
-
-
 async def test_a_group_defined_on_one_node_serves_every_node(start_process, redis) -> None:
     """As on one server: anyone may look at a group and write to it, only its owner may
     change it, and it lasts as long as its owner is connected (under any new name)."""

@@ -22,15 +22,15 @@ def test_a_room_pass_makes_its_events_once_on_demand() -> None:
     assert made.messages() is events
 
 
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["Mina", "Bob"]), st.text(max_size=8), st.sampled_from([1.0, 2.5])
-        ),
-        min_size=1,
-        max_size=6,
-    )
+#: (sender, text, time) of a pass's messages.
+SAID = st.lists(
+    st.tuples(st.sampled_from(["Mina", "Bob"]), st.text(max_size=8), st.sampled_from([1.0, 2.5])),
+    min_size=1,
+    max_size=6,
 )
+
+
+@given(SAID)
 def test_of_messages_keeps_them_and_says_whether_they_share_a_time(said) -> None:
     messages = [ev.Message("dev", s, t, 10 + i, ts) for i, (s, t, ts) in enumerate(said)]
     made = RoomPass.of_messages(messages)
@@ -42,15 +42,7 @@ def test_of_messages_keeps_them_and_says_whether_they_share_a_time(said) -> None
     assert made.ts == (times.pop() if len(times) == 1 else None)
 
 
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["Mina", "Bob"]), st.text(max_size=8), st.sampled_from([1.0, 2.5])
-        ),
-        min_size=1,
-        max_size=6,
-    )
-)
+@given(SAID)
 def test_of_rows_is_of_messages_of_the_same_messages(said) -> None:
     rows = [("dev", s, t, 10 + i, ts) for i, (s, t, ts) in enumerate(said)]
     made = RoomPass.of_rows(rows)
