@@ -1,6 +1,6 @@
 """Benchmark a machat cluster: one room over 1, 2 and 3 nodes, and many rooms over them.
 
-    python bench/cluster.py [--loadgen PATH] [--quick] [--json OUT]
+    python bench/cluster.py [--loadgen PATH] [--quick] [--repeat N] [--json OUT]
 
 Every configuration starts a fresh ``redis-server`` (loopback TCP, no persistence)
 and N nodes (``--redis``), drives them with loadgen-c (``--ports P1,P2,...``, clients
@@ -25,6 +25,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,23 @@ def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path) -> dict:
     return out
 
 
+def median_row(rows: list[dict]) -> dict:
+    """One configuration's runs as one row: the median of every figure (of each node's,
+    for the per-node lists), completed only if every run did, the worst loss."""
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if key == "completed":
+            out[key] = all(r[key] for r in rows)
+        elif key == "loss_pct":
+            out[key] = max(r[key] for r in rows)
+        elif isinstance(value, list):
+            columns = zip(*(r[key] for r in rows), strict=True)
+            out[key] = [statistics.median(column) for column in columns]
+        elif isinstance(value, float):  # (the integers say what ran: the same in all)
+            out[key] = statistics.median(r[key] for r in rows)
+    return out
+
+
 def show(row: dict) -> str:
     nodes = "/".join(f"{c:.3f}" for c in row["node_cpu_us_per_own_delivery"])
     redis = (
@@ -188,6 +206,10 @@ def main() -> int:
     parser.add_argument("--loadgen", help="a loadgen-c binary (default: build one)")
     parser.add_argument("--quick", action="store_true", help="a few seconds in all (smoke)")
     parser.add_argument("--json", metavar="OUT", help="append every result as a JSON line")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each configuration, interleaved; "
+        "the summary and the target use medians (default 1)",
+    )  # fmt: skip
     args = parser.parse_args()
     quick = args.quick
     c, m, pm = (60, "200", "200") if quick else (150, "3000", "2000")
@@ -212,7 +234,7 @@ def main() -> int:
     # Many rooms of 6 over 3 nodes: each node has 2 members of every room, so its
     # baseline is one node with rooms of 2 (the same fan-out per message).
     plan += [(0, rooms(6), None), (0, rooms(2), None), (3, rooms(6), rooms(2))]
-    rows = []
+    runs: list[list[dict]] = [[] for _ in plan]
     with tempfile.TemporaryDirectory(prefix="machat-cluster-bench-") as tmp:
         loadgen = args.loadgen
         if loadgen is None:
@@ -223,15 +245,21 @@ def main() -> int:
                 return 2
             loadgen = str(binary)
             print(f"loadgen-c: {how}", flush=True)
-        for i, (nodes, scenario, _) in enumerate(plan):
-            workdir = Path(tmp) / f"run{i}"
-            workdir.mkdir()
-            row = run(loadgen, nodes, scenario, workdir)
-            rows.append(row)
-            print(show(row), flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+        for repetition in range(max(args.repeat, 1)):
+            for i, (nodes, scenario, _) in enumerate(plan):
+                workdir = Path(tmp) / f"run{repetition}-{i}"
+                workdir.mkdir()
+                row = run(loadgen, nodes, scenario, workdir)
+                runs[i].append(row)
+                print(show(row), flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+    rows = [median_row(r) for r in runs]
+    if args.repeat > 1:
+        print(f"\nmedians of {args.repeat}:")
+        for row in rows:
+            print(show(row))
     base = {r["scenario"]: r for r in rows if not r["redis"]}
     print("\ntarget: a cluster node's CPU per delivery it makes <= 1.5x a single node's")
     for (nodes, _, baseline), row in zip(plan, rows, strict=True):
