@@ -480,7 +480,7 @@ class ClusterServer(ChatServer):
             await self.moderation.refresh()  # (what the other node wrote, first)
         except ChatError as exc:
             logger.warning("cluster: cannot re-read the moderation state: %s", exc.message)
-        admin.carry_out(self, event)
+        await admin.carry_out(self, event)
 
     def room_messages(self, room_key: str, rows: list[Row]) -> None:
         room = self.state.rooms.get(room_key)

@@ -155,7 +155,7 @@ def _disconnect(server: ChatServer, target: Member, event: ev.Moderation, reason
         )
 
 
-def carry_out(server: ChatServer, event: ev.Moderation | ev.Topic) -> None:
+async def carry_out(server: ChatServer, event: ev.Moderation | ev.Topic) -> None:
     """What another node's operator did, done to this node's users (a cluster; the
     moderation state itself was re-read from the shared store first)."""
     if isinstance(event, ev.Topic):
@@ -166,11 +166,27 @@ def carry_out(server: ChatServer, event: ev.Moderation | ev.Topic) -> None:
     target = server.state.lookup(event.name)
     if target is None or event.action == "unban":
         return
+    if event.action == "ban" and await _easily_renamed(server, target):
+        # The operator's node could not know the address: hold it from here, as a
+        # ban made on this node would.
+        await server.moderation.ban(
+            target.name, by=event.by, minutes=event.minutes, reason=event.reason,
+            address=target.ip,
+        )  # fmt: skip
     if event.action in ("kick", "ban"):
         verb = "kicked" if event.action == "kick" else "banned"
         _disconnect(server, target, event, f"{verb} by {event.by}{_because(event.reason)}")
     else:  # mute, unmute: the member hears of it
         target.send_event(event)
+
+
+async def _easily_renamed(server: ChatServer, target: Member) -> bool:
+    """Whether a ban of ``target`` should hold its address too: it has one, and its
+    name is not registered (an unregistered name is easily changed)."""
+    if not target.ip:
+        return False
+    accounts = server.accounts
+    return accounts is None or not await accounts.is_registered(target.name)
 
 
 def _because(reason: str) -> str:
@@ -254,10 +270,8 @@ async def _ban(server: ChatServer, member: Member, c: cmd.Ban) -> None:
     else:
         name = await server.find_elsewhere(c.name) or c.name
     address = None
-    if target is not None and target.ip:
-        accounts = server.accounts
-        if accounts is None or not await accounts.is_registered(name):
-            address = target.ip  # an unregistered name is easily changed: hold its address too
+    if target is not None and await _easily_renamed(server, target):
+        address = target.ip  # hold its address too
     await server.moderation.ban(
         name, by=member.name, minutes=c.minutes, reason=c.reason, address=address
     )

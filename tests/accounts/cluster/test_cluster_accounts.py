@@ -80,6 +80,12 @@ async def test_an_operator_reaches_people_on_other_nodes(start_process) -> None:
         for node in (a, b):
             again = await node.connect("Bob")
             assert await again.line() == "! ERROR 117 banned: Bob is banned until lifted (spam)"
+            # Bob's name was not registered: his node held his address too, as one
+            # server does (every client here comes from 127.0.0.1).
+            renamed = await node.connect("Robert")
+            assert await renamed.line() == (
+                "! ERROR 117 banned: your address is banned until lifted (spam)"
+            )
         await mina.send("/kick Nobody")
         await mina.expect("! ERROR 102 no such user: Nobody")
 
