@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import trio
+import trustme
 
 from tests.cluster.support import ROOT, RedisProcess, eventually, free_port, node_command
 from tests.helpers import LineClient
@@ -385,3 +386,48 @@ async def test_a_group_defined_on_one_node_serves_every_node(start_process, redi
 
 async def _lease_gone(redis: RedisProcess, name: str) -> bool:
     return redis.cli("EXISTS", f"machat:name:{name}") == "0"
+
+
+async def test_nodes_reach_a_redis_that_speaks_only_tls(start_process, tmp_path) -> None:
+    """``rediss://``: coredis and the lean connections (publishes, the subscription)
+    both verify Redis's certificate against ``ssl_ca_certs`` and carry the room."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    paths = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    cert.cert_chain_pems[0].write_to_path(paths["cert"])
+    cert.private_key_pem.write_to_path(paths["key"])
+    port = free_port()
+    redis = RedisProcess(
+        tmp_path / "tls",
+        extra=(
+            "--tls-port", str(port), "--tls-cert-file", str(paths["cert"]),
+            "--tls-key-file", str(paths["key"]), "--tls-ca-cert-file", str(paths["ca"]),
+            "--tls-auth-clients", "no",
+        ),
+    )  # fmt: skip
+    redis.start()  # (plain only on its Unix socket, for the test's own checks)
+    try:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={paths['ca']}&ssl_cert_reqs=required"
+        a, b = await start_process("a", url=url), await start_process("b", url=url)
+        with trio.fail_after(20):
+            mina, bob = await a.join("Mina"), await b.join("Bob")
+            await mina.send("over tls")
+            await bob.expect("Mina:over tls")
+            await bob.send("and back")
+            await mina.expect("Bob:and back")
+        clients = redis.cli("CLIENT", "LIST")
+        for node in ("a", "b"):  # each node's three kinds of connection, all over TLS
+            for kind in (f"machat-{node}", f"machat-{node}-publish", f"machat-{node}-subscribe"):
+                assert f"name={kind} " in clients, clients
+        # Without the CA, the certificate is refused: the node does not start.
+        untrusted = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required"
+        with trio.fail_after(10):
+            result = await trio.run_process(
+                node_command(untrusted, "c"), capture_stderr=True, check=False, cwd=ROOT
+            )
+        errors = [line for line in result.stderr.decode().splitlines() if " ERROR " in line]
+        assert result.returncode != 0 and len(errors) == 1, result.stderr.decode()
+        assert "cannot reach Redis at rediss://" in errors[0] and "certificate" in errors[0]
+    finally:
+        redis.kill()
