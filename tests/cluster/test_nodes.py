@@ -431,3 +431,20 @@ async def test_nodes_reach_a_redis_that_speaks_only_tls(start_process, tmp_path)
         assert "cannot reach Redis at rediss://" in errors[0] and "certificate" in errors[0]
     finally:
         redis.kill()
+
+
+async def test_nodes_log_in_to_a_redis_with_a_password(start_process, tmp_path) -> None:
+    redis = RedisProcess(tmp_path / "auth", tcp=True)
+    redis.start()
+    try:
+        redis.cli("CONFIG", "SET", "requirepass", "s3cret")
+        url = f"redis://:s3cret@127.0.0.1:{redis.port}/2"
+        a, b = await start_process("a", url=url), await start_process("b", url=url)
+        with trio.fail_after(20):
+            mina, bob = await a.join("Mina"), await b.join("Bob")
+            await mina.send("with a password")
+            await bob.expect("Mina:with a password")
+        keys = redis.cli("-a", "s3cret", "--no-auth-warning", "-n", "2", "KEYS", "machat:*")
+        assert "machat:room:{dev}:log" in keys.split()  # in database 2, as the URL says
+    finally:
+        redis.kill()
