@@ -198,6 +198,8 @@ class _User:
     name: str
     lease: str
     room: str = ""
+    #: Groups (folded) it defined: dropped from Redis when it releases its name.
+    groups: set[str] = attrs.Factory(set)
 
 
 @attrs.define(eq=False)
@@ -615,6 +617,8 @@ class Backplane:
         self._pending_set[key] = None
         self._pending_release.append((key, user.lease))
         self._presence_dirty()
+        if user.groups:
+            self._spawn(self._drop_groups, sorted(user.groups), user.lease)
 
     def rename(self, old: str, new: str) -> None:
         """A user renamed: ``new`` was claimed (or differs from ``old`` only in case)."""
@@ -1139,15 +1143,30 @@ class Backplane:
             raise self._unavailable()
         record = "\n".join([fold_name(owner), user.lease, name, *members])
         folded = fold_name(owner)
-        return await self._call_group(
+        theirs = await self._call_group(
             "define", name, record, folded, fold_name(renamed_from) if renamed_from else folded
         )
+        if theirs is None:
+            user.groups.add(fold_name(name))
+        return theirs
 
     async def find_group(self, name: str) -> Group | None:
         """A group defined on any node, or None.  Raises ClusterUnavailable."""
         if not self._up:
             raise self._unavailable()
         return await self._call_group("get", name)
+
+    async def _drop_groups(self, groups: list[str], lease: str) -> None:
+        """Its owner released its name: delete the groups it defined under that lease
+        (those it has since redefined under another name are left).  A group this
+        misses (Redis unreachable, the node killed) no longer counts anyway, and is
+        deleted when it is next looked up."""
+        for group in groups:
+            try:
+                with trio.fail_after(self.config.command_timeout):
+                    await self._call_group("drop", group, lease)
+            except (ClusterUnavailable, trio.TooSlowError):
+                return
 
     async def _call_group(self, mode: str, name: str, *args: str) -> Group | None:
         try:

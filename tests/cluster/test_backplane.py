@@ -412,7 +412,9 @@ async def test_redis_restart_with_data_continues_the_stream(start_node, redis) -
     assert a.bp.statistics().stream_restarts == 0
 
 
-async def test_a_group_is_known_to_every_node_while_its_owner_holds_its_name(start_node) -> None:
+async def test_a_group_is_known_to_every_node_while_its_owner_holds_its_name(
+    start_node, redis
+) -> None:
     a, b = await start_node("a"), await start_node("b")
     assert await a.bp.claim_name("Mina") and await b.bp.claim_name("Bob")
     assert await a.bp.define_group("Mina", "#Team", ["Bob", "Eve"]) is None
@@ -427,6 +429,11 @@ async def test_a_group_is_known_to_every_node_while_its_owner_holds_its_name(sta
     # Once the owner's name is released the group is gone, and may be someone else's.
     a.bp.release_name("Mina")
     await a.bp.flush_presence()
+    await eventually(lambda: _hexists(redis, "machat:groups", "#team", False))  # dropped
     assert await b.bp.find_group("#team") is None
     assert await b.bp.define_group("Bob", "#team", ["Bob"]) is None
     assert await a.bp.find_group("#team") == Group("#team", "Bob", ("Bob",))
+
+
+async def _hexists(redis, key: str, field: str, wanted: bool) -> bool:
+    return redis.cli("HEXISTS", key, field) == ("1" if wanted else "0")
