@@ -227,7 +227,10 @@ class MessageStore:
         path: str | os.PathLike[str],
         *,
         batch_interval: float = 0.1,
-        batch_size: int = 500,
+        # A transaction costs the writer thread about 50 us beyond its rows: at 500
+        # messages a batch, 40,000 burst messages (C=100) took 13.5-23 ms of its CPU
+        # in 230 wakes, at 4,000 they took 6.6-10 ms in 30.
+        batch_size: int = 4000,
         max_pending: int = 100_000,
         retry_interval: float = 1.0,
     ) -> None:

@@ -80,18 +80,35 @@ def test_open_twice_keeps_the_data_and_a_foreign_schema_version_is_refused(db: P
 
 
 async def test_a_thousand_at_once_are_written_in_two_batches(
-    store: MessageStore, db: Path, nursery: trio.Nursery, autojump_clock: object
+    db: Path, autojump_clock: object
 ) -> None:
+    store = MessageStore(db, batch_size=500)
+    store.open()
     sent = [msg("dev", i) for i in range(1, 1001)]
     for m in sent:
         store.put_nowait(m)
-    await nursery.start(store.run)
-    await trio.sleep(1)
-    await store.flush()
-    assert (store.written, store.batches, store.pending) == (1000, 2, 0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await trio.sleep(1)
+        await store.flush()
+        assert (store.written, store.batches, store.pending) == (1000, 2, 0)
+        nursery.cancel_scope.cancel()
+    store.close()
     messages, last_ids = reload(db)
     assert messages == sent
     assert last_ids == {"dev": 1000}
+
+
+async def test_a_batch_holds_up_to_the_default_batch_size(
+    store: MessageStore, nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    for i in range(1, store.batch_size + 2):
+        store.put_nowait(msg("dev", i))
+    await nursery.start(store.run)
+    await trio.sleep(1)
+    await store.flush()
+    assert store.batch_size == 4000
+    assert (store.written, store.batches, store.pending) == (4001, 2, 0)
 
 
 async def test_messages_arriving_within_the_interval_share_one_batch(
