@@ -477,21 +477,25 @@ async def test_a_pass_is_stored_as_the_bytes_the_room_sent(db: Path) -> None:
                 max_size=4,
             ),
             st.integers(0, 3_000_000),
+            st.booleans(),
         ),
         max_size=12,
     )
 )
 def test_what_is_put_is_what_is_loaded(tmp_path_factory, passes) -> None:
-    """Passes of any rooms, texts and times come back exactly, whatever rows they share."""
+    """Passes of any rooms, texts and times (one per pass, or one per message as a
+    cluster's passes may have) come back exactly, whatever rows they share."""
     db = tmp_path_factory.mktemp("roundtrip") / "h.db"
     store = MessageStore(db, batch_size=7)
     store.open()
     last: dict[str, int] = {}
     sent: list[ev.Message] = []
-    for room, lines, dt_us in passes:
+    for room, lines, dt_us, mixed in passes:
         first = last.get(room, 0) + 1
-        ts = (1_790_000_000_000_000 + dt_us) / 1e6
-        messages = [ev.Message(room, s, t, first + i, ts) for i, (s, t) in enumerate(lines)]
+        messages = [
+            ev.Message(room, s, t, first + i, (1_790_000_000_000_000 + dt_us + mixed * i) / 1e6)
+            for i, (s, t) in enumerate(lines)
+        ]
         last[room] = messages[-1].id
         store.put_pass(RoomPass.of_messages(messages))
         sent += messages
