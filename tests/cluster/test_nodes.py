@@ -16,6 +16,7 @@ import trustme
 
 from tests.cluster.support import ROOT, RedisProcess, eventually, free_port, node_command
 from tests.helpers import LineClient
+from tests.web.conftest import WsClient
 
 pytestmark = pytest.mark.cluster
 
@@ -448,3 +449,28 @@ async def test_nodes_log_in_to_a_redis_with_a_password(start_process, tmp_path) 
         assert "machat:room:{dev}:log" in keys.split()  # in database 2, as the URL says
     finally:
         redis.kill()
+
+
+async def test_a_websocket_member_on_one_node_and_a_tcp_one_on_another(start_process) -> None:
+    """The browser's transport on a cluster node: the same room, both ways, each
+    message once and in one order."""
+    a, b = await start_process("a"), await start_process("b")
+    with trio.fail_after(20):
+        ws = await WsClient.open(f"ws://127.0.0.1:{a.port}/mychat")
+        try:
+            await ws.send('{"name": "Wes", "room": "dev"}')
+            await ws.expect("* Wes joined dev")
+            tcp = await b.join("Tess")
+            await ws.expect("* Tess joined dev")
+            await ws.send("from the browser")
+            await tcp.expect("Wes:from the browser")
+            await tcp.send("one", "two")
+            assert [await ws.line() for _ in range(3)] == [
+                "Wes:from the browser",  # its own line comes back through the cluster too
+                "Tess:one",
+                "Tess:two",
+            ]
+            await ws.send("/list")
+            assert await ws.line() == "* users: Tess, Wes"
+        finally:
+            await ws.close()
