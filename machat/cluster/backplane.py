@@ -736,10 +736,17 @@ class Backplane:
         is the highest id this node knows the room used (a new stream starts above
         it).  Raises ClusterUnavailable, and then none of the lines was accepted.
         """
+        return await self.publish_runs(room, [(sender, (text,)) for sender, text in lines], floor)
+
+    async def publish_runs(
+        self, room: str, runs: Sequence[tuple[str, Sequence[str]]], floor: int = 0
+    ) -> int:
+        """`publish` of runs of one sender's texts, as a room's pass holds them."""
         if not (self._up and self._publishing):
             raise self._unavailable()
         key = fold_name(room)
         config = self.config
+        count = sum(len(texts) for _, texts in runs)
         args: list[str | int] = [
             self.keys.room_channel(key),
             config.stream_length,
@@ -747,8 +754,8 @@ class Backplane:
             self.incarnation,
             next(self._batch_seq),
             floor,
-            len(lines),
-            "\n".join(itertools.chain.from_iterable(lines)),
+            count,
+            wire.encode_lines(runs),
             int(config.room_ttl * 1000),
         ]
         request = _Publish([self.keys.room_meta(key), self.keys.room_log(key)], args)
@@ -761,10 +768,10 @@ class Backplane:
         result = request.result
         first, epoch = int(result[0]), int(result[1])
         self._batches_published += 1
-        self._lines_published += len(lines)
+        self._lines_published += count
         state = self._rooms.get(key)
         if state is not None and state.early is None:
-            state.feed.note_head(epoch, first + len(lines) - 1)
+            state.feed.note_head(epoch, first + count - 1)
         return first
 
     async def _publisher(self) -> None:

@@ -100,42 +100,41 @@ class ClusterRoom(Room):
             self.last_id = last
 
     async def _publish_pass(self, items: list[tuple[str, str | list[str] | trio.Event]]) -> None:
-        lines: list[tuple[str, str]] = []
+        runs: list[tuple[str, Sequence[str]]] = []  # (sender, its consecutive texts)
         for sender, said in items:
             if isinstance(said, trio.Event):  # a barrier: what came before goes first
-                await self._publish(lines)
-                lines = []
+                await self._publish(runs)
+                runs = []
                 if self.last_id >= self._published:
                     said.set()
                 else:
                     self._waiters.append((self._published, said))
-            elif isinstance(said, list):
-                lines += [(sender, text) for text in said]
             else:
-                lines.append((sender, said))
-        await self._publish(lines)
+                runs.append((sender, said if isinstance(said, list) else (said,)))
+        await self._publish(runs)
 
-    async def _publish(self, lines: list[tuple[str, str]]) -> None:
-        if not lines:
+    async def _publish(self, runs: list[tuple[str, Sequence[str]]]) -> None:
+        if not runs:
             return
         try:
             if not self._open:
                 await self._backplane.open_room(self.name)
                 self._open = True
-            first = await self._backplane.publish(self.name, lines, floor=self.last_id)
+            first = await self._backplane.publish_runs(self.name, runs, floor=self.last_id)
         except ClusterUnavailable as exc:
-            self._refuse(lines, str(exc))
+            self._refuse(runs, str(exc))
             return
-        self._published = first + len(lines) - 1
+        self._published = first + sum(len(texts) for _, texts in runs) - 1
 
-    def _refuse(self, lines: list[tuple[str, str]], reason: str) -> None:
-        """None of these lines was accepted: each sender hears so at once."""
+    def _refuse(self, runs: list[tuple[str, Sequence[str]]], reason: str) -> None:
+        """None of these lines was accepted: each sender hears so at once, a line each."""
         members = {fold_name(m.name): m for m in self.members}
         error = f"{reason}; line not sent"
-        for sender, _ in lines:
+        for sender, texts in runs:
             member = members.get(fold_name(sender))
             if member is not None:
-                member.send_event(ev.Error(ErrorCode.CLUSTER_UNAVAILABLE, error))
+                for _ in texts:
+                    member.send_event(ev.Error(ErrorCode.CLUSTER_UNAVAILABLE, error))
 
     def deliver_cluster(self, rows: list[Row]) -> None:
         """Messages (rows) from the cluster, in id order: fan them out here."""

@@ -31,6 +31,8 @@ All channel (``all``)::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import attrs
 
 from ..protocol import events as ev
@@ -45,6 +47,7 @@ __all__ = [
     "decode_direct",
     "decode_room_notice",
     "encode_broadcast",
+    "encode_lines",
     "encode_moderated",
     "encode_notice",
 ]
@@ -88,6 +91,12 @@ class NodeGone:
     node: str
     #: (name, room) of every user the node had
     users: tuple[tuple[str, str], ...]
+
+
+def encode_lines(runs: Iterable[tuple[str, Sequence[str]]]) -> str:
+    """The body of a publish (`scripts.PUBLISH`): sender, text, sender, text, ... one
+    per line, made from runs of one sender's texts with one join per run."""
+    return "\n".join([f"{sender}\n" + f"\n{sender}\n".join(texts) for sender, texts in runs])
 
 
 def decode_batch(payload: str) -> Batch:

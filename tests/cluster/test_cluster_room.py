@@ -24,10 +24,13 @@ class _Backplane:
     def close_room(self, name: str) -> None:
         pass
 
-    async def publish(self, room: str, lines: Sequence[tuple[str, str]], floor: int = 0) -> int:
+    async def publish_runs(
+        self, room: str, runs: Sequence[tuple[str, Sequence[str]]], floor: int = 0
+    ) -> int:
         await trio.lowlevel.checkpoint()
-        self.calls.append([text for _, text in lines])
-        first, self.next_id = self.next_id, self.next_id + len(lines)
+        texts = [text for _, run in runs for text in run]
+        self.calls.append(texts)
+        first, self.next_id = self.next_id, self.next_id + len(texts)
         return first
 
 

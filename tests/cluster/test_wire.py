@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from machat.cluster import wire
 from machat.protocol import events as ev
@@ -77,3 +79,27 @@ def test_moderation_round_trip(event: ev.Moderation | ev.Topic) -> None:
 def test_bad_moderation_payloads_are_refused(payload: str) -> None:
     with pytest.raises(wire.WireError):
         wire.decode_all(payload)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Mina", "Bob"]),
+            st.lists(
+                st.text(st.characters(codec="utf-8", exclude_characters="\n\r"), max_size=8),
+                min_size=1,
+                max_size=4,
+            ),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_a_publish_body_is_sender_and_text_a_line_each(runs) -> None:
+    """One join per run writes what the publish script splits: sender, text, ... and a
+    batch the script makes of it decodes to the same lines, in order."""
+    lines = [(sender, text) for sender, texts in runs for text in texts]
+    body = wire.encode_lines(runs)
+    assert body == "\n".join(field for line in lines for field in line)
+    batch = wire.decode_batch(f"M\t100\t101\t1.5\t{len(lines)}\tnode-a\n{body}")
+    assert [(row[1], row[2]) for row in batch.rows("dev")] == lines
