@@ -198,7 +198,7 @@ class _User:
     name: str
     lease: str
     room: str = ""
-    #: Groups (folded) it defined: dropped from Redis when it releases its name.
+    #: Groups (folded) it defined: deleted from Redis with its lease (`_let_go`).
     groups: set[str] = attrs.Factory(set)
 
 
@@ -266,6 +266,7 @@ class Backplane:
         self._claims = itertools.count(1)
         self._pending_set: dict[str, str | None] = {}
         self._pending_release: list[tuple[str, str]] = []
+        self._pending_group_drops: list[tuple[str, str]] = []  # (folded group, lease)
         self._pending_notices: list[tuple[str, str]] = []
         self._presence_changed = trio.Event()
         self._presence_lock = trio.Lock()
@@ -517,8 +518,7 @@ class Backplane:
         names = [user.name for user in self._users.values()]
         logger.warning("cluster: giving up %d users: %s", len(names), reason)
         for key, user in list(self._users.items()):
-            self._pending_release.append((key, user.lease))
-            self._pending_set[key] = None
+            self._let_go(key, user)
         self._users.clear()
         if names:
             self._listener.names_lost(names, reason)
@@ -546,8 +546,9 @@ class Backplane:
     async def _flush_presence(self) -> None:
         sets, self._pending_set = self._pending_set, {}
         releases, self._pending_release = self._pending_release, []
+        drops, self._pending_group_drops = self._pending_group_drops, []
         notices, self._pending_notices = self._pending_notices, []
-        if not (sets or releases or notices):
+        if not (sets or releases or drops or notices):
             return
         args: list[str] = [
             self.keys.prefix,
@@ -564,6 +565,9 @@ class Backplane:
         args.append(str(len(releases)))
         for k, lease in releases:
             args += (k, lease)
+        args.append(str(len(drops)))
+        for group, lease in drops:
+            args += (group, lease)
         args.append(str(len(notices)))
         for channel, payload in notices:
             args += (channel, payload)
@@ -573,6 +577,7 @@ class Backplane:
             for key, value in sets.items():  # newer changes win
                 self._pending_set.setdefault(key, value)
             self._pending_release[:0] = releases
+            self._pending_group_drops[:0] = drops
             self._pending_notices[:0] = notices[-MAX_PENDING_NOTICES:]
             raise
 
@@ -614,11 +619,14 @@ class Backplane:
         user = self._users.pop(key, None)
         if user is None:
             return
+        self._let_go(key, user)
+        self._presence_dirty()
+
+    def _let_go(self, key: str, user: _User) -> None:
+        """Queue what frees a user's name: its presence, its lease, its groups."""
         self._pending_set[key] = None
         self._pending_release.append((key, user.lease))
-        self._presence_dirty()
-        if user.groups:
-            self._spawn(self._drop_groups, sorted(user.groups), user.lease)
+        self._pending_group_drops += [(group, user.lease) for group in sorted(user.groups)]
 
     def rename(self, old: str, new: str) -> None:
         """A user renamed: ``new`` was claimed (or differs from ``old`` only in case)."""
@@ -1162,18 +1170,6 @@ class Backplane:
         if not self._up:
             raise self._unavailable()
         return await self._call_group("get", name)
-
-    async def _drop_groups(self, groups: list[str], lease: str) -> None:
-        """Its owner released its name: delete the groups it defined under that lease
-        (those it has since redefined under another name are left).  A group this
-        misses (Redis unreachable, the node killed) no longer counts anyway, and is
-        deleted when it is next looked up."""
-        for group in groups:
-            try:
-                with trio.fail_after(self.config.command_timeout):
-                    await self._call_group("drop", group, lease)
-            except (ClusterUnavailable, trio.TooSlowError):
-                return
 
     async def _call_group(self, mode: str, name: str, *args: str) -> Group | None:
         try:

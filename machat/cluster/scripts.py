@@ -116,11 +116,13 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-#: Apply a node's presence changes, release names, publish room notices.
+#: Apply a node's presence changes, release names (and the groups defined under
+#: them, see `GROUP`), publish room notices.
 #:
-#: ARGV: prefix, node, users ttl ms, then three counted sections:
+#: ARGV: prefix, node, users ttl ms, then five counted sections:
 #: n, (folded name, "Name<TAB>room") * n to set; n, folded name * n to delete;
 #: n, (folded name, lease value) * n leases to release if still this value;
+#: n, (folded group, lease value) * n groups to delete if defined under that lease;
 #: n, (channel, payload) * n to publish.
 PRESENCE = r"""
 local P, node = ARGV[1], ARGV[2]
@@ -139,6 +141,14 @@ n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   local key = P .. 'name:' .. ARGV[i]
   if redis.call('GET', key) == ARGV[i + 1] then redis.call('DEL', key) end
+  i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local old = redis.call('HGET', P .. 'groups', ARGV[i])
+  if old and string.match(old, '^[^\n]*\n([^\n]*)\n') == ARGV[i + 1] then
+    redis.call('HDEL', P .. 'groups', ARGV[i])
+  end
   i = i + 2
 end
 n = tonumber(ARGV[i]); i = i + 1
@@ -271,14 +281,15 @@ return found
 
 #: A group (``/group #NAME ...``): defined on its owner's node, used from any node.
 #:
-#: ARGV: prefix, mode, folded group name, then for ``define``: the record, the
-#: owner's folded name (and the name it had before a rename, which may replace the
-#: group it owned then); for ``drop``: the owner's lease.  A record is ``owner's
+#: ARGV: prefix, mode (``get`` or ``define``), folded group name, then for
+#: ``define``: the record, the owner's folded name (and the name it had before a
+#: rename, which may replace the group it owned then).  A record is ``owner's
 #: folded name``, ``owner's lease``, ``#Name``, then the members, one per line.  A
 #: record whose owner no longer holds that lease (left, or its node died) does not
 #: count and is deleted when met, so a group lasts as long as its owner's
-#: connection, as on one server.  Returns the group's (valid) record, or false;
-#: ``define`` sets it unless someone else owns it (then returns theirs).
+#: connection, as on one server; an owner who leaves deletes its groups (`PRESENCE`).
+#: Returns the group's (valid) record, or false; ``define`` sets it unless someone
+#: else owns it (then returns theirs).
 GROUP = r"""
 local P, mode, g = ARGV[1], ARGV[2], ARGV[3]
 local groups = P .. 'groups'
@@ -292,12 +303,6 @@ if old then
 end
 if mode == 'get' then
   return old
-end
-if mode == 'drop' then
-  if old and string.match(old, '^[^\n]*\n([^\n]*)\n') == ARGV[4] then
-    redis.call('HDEL', groups, g)
-  end
-  return false
 end
 if old then
   local okey = string.match(old, '^([^\n]*)\n')

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trustme
 
-from tests.cluster.support import ROOT, RedisProcess, eventually, free_port, node_command
+from tests.cluster.support import ROOT, RedisProcess, free_port, node_command
 from tests.helpers import LineClient
 from tests.web.conftest import WsClient
 
@@ -378,15 +378,14 @@ async def test_a_group_defined_on_one_node_serves_every_node(start_process, redi
         await eve.expect("! ERROR 103 group #Team belongs to Mia")
         await mina.send("/quit")
         await mina.until_closed()
-        await eventually(lambda: _lease_gone(redis, "mia"))
+        # Her node frees the name, drops the group and tells the room in one call to
+        # Redis: once Bob hears she left, the group is gone.
+        await bob.expect_prefix("* Mia left dev")
+        assert redis.cli("HEXISTS", "machat:groups", "#team") == "0"
         await bob.send("/msg #team anyone?")
         await bob.expect("! ERROR 102 unable to send: no such user or group: #team")
         await eve.send("/group #team Eve")
         await eve.expect("* #team: Eve")
-
-
-async def _lease_gone(redis: RedisProcess, name: str) -> bool:
-    return redis.cli("EXISTS", f"machat:name:{name}") == "0"
 
 
 async def test_nodes_reach_a_redis_that_speaks_only_tls(start_process, tmp_path) -> None:
