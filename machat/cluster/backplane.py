@@ -57,6 +57,7 @@ from .errors import ClusterUnavailable
 from .feed import RoomFeed
 from .keys import Keys
 from .url import check_url
+from .wire import Run
 
 __all__ = [
     "Backplane",
@@ -737,19 +738,14 @@ class Backplane:
         room = self._rooms.get(fold_name(name))
         return room.feed.last if room is not None else 0
 
-    async def publish(self, room: str, lines: Sequence[tuple[str, str]], floor: int = 0) -> int:
-        """Append (sender, text) lines to a room; returns the first one's id.
+    async def publish(self, room: str, runs: Sequence[Run], floor: int = 0) -> int:
+        """Append lines to a room, given as runs of one sender's texts (as a room's
+        pass holds them); returns the first line's id.
 
         They are delivered from the subscription, like everyone else's.  ``floor``
         is the highest id this node knows the room used (a new stream starts above
         it).  Raises ClusterUnavailable, and then none of the lines was accepted.
         """
-        return await self.publish_runs(room, [(sender, (text,)) for sender, text in lines], floor)
-
-    async def publish_runs(
-        self, room: str, runs: Sequence[tuple[str, Sequence[str]]], floor: int = 0
-    ) -> int:
-        """`publish` of runs of one sender's texts, as a room's pass holds them."""
         if not (self._up and self._publishing):
             raise self._unavailable()
         key = fold_name(room)

@@ -41,6 +41,7 @@ from ..server.server import ChatServer, ServerStatistics
 from ..server.state import EventLog, Group, report_sent
 from .backplane import Backplane, BackplaneStatistics, ClusterConfig, ClusterUnavailable
 from .stores import RedisAccountStore, RedisModerationStore
+from .wire import Run
 
 __all__ = ["ClusterRoom", "ClusterServer", "ClusterStatistics"]
 
@@ -100,7 +101,7 @@ class ClusterRoom(Room):
             self.last_id = last
 
     async def _publish_pass(self, items: list[tuple[str, str | list[str] | trio.Event]]) -> None:
-        runs: list[tuple[str, Sequence[str]]] = []  # (sender, its consecutive texts)
+        runs: list[Run] = []  # (sender, its consecutive texts)
         for sender, said in items:
             if isinstance(said, trio.Event):  # a barrier: what came before goes first
                 await self._publish(runs)
@@ -113,20 +114,20 @@ class ClusterRoom(Room):
                 runs.append((sender, said if isinstance(said, list) else (said,)))
         await self._publish(runs)
 
-    async def _publish(self, runs: list[tuple[str, Sequence[str]]]) -> None:
+    async def _publish(self, runs: list[Run]) -> None:
         if not runs:
             return
         try:
             if not self._open:
                 await self._backplane.open_room(self.name)
                 self._open = True
-            first = await self._backplane.publish_runs(self.name, runs, floor=self.last_id)
+            first = await self._backplane.publish(self.name, runs, floor=self.last_id)
         except ClusterUnavailable as exc:
             self._refuse(runs, str(exc))
             return
         self._published = first + sum(len(texts) for _, texts in runs) - 1
 
-    def _refuse(self, runs: list[tuple[str, Sequence[str]]], reason: str) -> None:
+    def _refuse(self, runs: list[Run], reason: str) -> None:
         """None of these lines was accepted: each sender hears so at once, a line each."""
         members = {fold_name(m.name): m for m in self.members}
         error = f"{reason}; line not sent"

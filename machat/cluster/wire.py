@@ -31,7 +31,7 @@ All channel (``all``)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import attrs
 
@@ -42,6 +42,7 @@ __all__ = [
     "Batch",
     "Moderated",
     "NodeGone",
+    "Run",
     "decode_all",
     "decode_batch",
     "decode_direct",
@@ -93,7 +94,12 @@ class NodeGone:
     users: tuple[tuple[str, str], ...]
 
 
-def encode_lines(runs: Iterable[tuple[str, Sequence[str]]]) -> str:
+#: One sender's consecutive texts, as a room's pass holds them (a list or a tuple:
+#: a lone str would read as its characters).
+Run = tuple[str, list[str] | tuple[str, ...]]
+
+
+def encode_lines(runs: Iterable[Run]) -> str:
     """The body of a publish (`scripts.PUBLISH`): sender, text, sender, text, ... one
     per line, made from runs of one sender's texts with one join per run."""
     return "\n".join([f"{sender}\n" + f"\n{sender}\n".join(texts) for sender, texts in runs])

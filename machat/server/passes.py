@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..protocol import events as ev
-from ..protocol.formatting import encode_messages_text, encode_rows_text
+from ..protocol.formatting import encode_rows_text
 
 __all__ = ["Row", "RoomPass"]
 
@@ -39,26 +39,21 @@ class RoomPass:
         self._messages: list[ev.Message] | None = None
 
     @classmethod
-    def of_messages(cls, messages: Sequence[ev.Message], text: bytes | None = None) -> RoomPass:
-        """A pass of events (one room, consecutive ids), such as the cluster delivers."""
-        rows = [(m.room, m.sender, m.text, m.id, m.ts) for m in messages]
+    def of_rows(cls, rows: list[Row], text: bytes | None = None) -> RoomPass:
+        """A pass of rows (one room, consecutive ids), such as the cluster delivers;
+        ``text`` if their text format is at hand."""
         first_ts = rows[0][4]
         same = all(row[4] == first_ts for row in rows)
-        made = cls(
-            messages[0].room,
-            rows,
-            encode_messages_text(messages) if text is None else text,
-            first_ts if same else None,
-        )
-        made._messages = list(messages)
-        return made
+        if text is None:
+            text = encode_rows_text(rows)
+        return cls(rows[0][0], rows, text, first_ts if same else None)
 
     @classmethod
-    def of_rows(cls, rows: list[Row]) -> RoomPass:
-        """A pass of rows (one room, consecutive ids), such as the cluster delivers."""
-        first_ts = rows[0][4]
-        same = all(row[4] == first_ts for row in rows)
-        return cls(rows[0][0], rows, encode_rows_text(rows), first_ts if same else None)
+    def of_messages(cls, messages: Sequence[ev.Message], text: bytes | None = None) -> RoomPass:
+        """`of_rows` of events (the store's `put_nowait`, tests)."""
+        made = cls.of_rows([(m.room, m.sender, m.text, m.id, m.ts) for m in messages], text)
+        made._messages = list(messages)
+        return made
 
     def __repr__(self) -> str:
         return f"<RoomPass {self.room} {self.first_id}..{self.last_id}>"

@@ -37,7 +37,7 @@ async def test_one_order_for_concurrent_senders_on_three_nodes(start_node) -> No
 
     async def send(node, tag: str) -> None:
         for i in range(20):
-            await node.bp.publish("dev", [(tag, f"{tag}{i}.{j}") for j in range(i % 3 + 1)])
+            await node.bp.publish("dev", [(tag, [f"{tag}{i}.{j}" for j in range(i % 3 + 1)])])
 
     async with trio.open_nursery() as nursery:
         for node, tag in zip(nodes, ("A", "B", "C"), strict=True):
@@ -61,7 +61,7 @@ async def _publish_to_rooms_at_once(node, rooms: list[str], tag: str) -> dict[st
 
     async def one(room: str) -> None:
         firsts[room] = await node.bp.publish(
-            room, [("Mina", f"{tag}.{room}.{j}") for j in range(3)]
+            room, [("Mina", [f"{tag}.{room}.{j}" for j in range(3)])]
         )
 
     async with trio.open_nursery() as nursery:
@@ -130,7 +130,7 @@ async def test_publishes_pipelined_while_redis_is_down_are_all_refused(start_nod
 
     async def one(room: str) -> None:
         with pytest.raises(ClusterUnavailable, match="cluster unavailable"):
-            await a.bp.publish(room, [("Mina", "during")])
+            await a.bp.publish(room, [("Mina", ["during"])])
         refused.append(room)
 
     with trio.fail_after(5):
@@ -149,7 +149,7 @@ async def test_a_publish_in_flight_when_the_node_stops_is_refused(start_node, re
 
     async def publish() -> None:
         with pytest.raises(ClusterUnavailable) as info:
-            await a.bp.publish("dev", [("Mina", "late")])
+            await a.bp.publish("dev", [("Mina", ["late"])])
         refused.append(str(info.value))
 
     redis.cli("CLIENT", "PAUSE", "3000", "WRITE")  # the script call stays in flight
@@ -162,7 +162,7 @@ async def test_a_publish_in_flight_when_the_node_stops_is_refused(start_node, re
                 await trio.testing.wait_all_tasks_blocked()
                 a.scope.cancel()
             with pytest.raises(ClusterUnavailable, match="leaving the cluster"):
-                await a.bp.publish("dev", [("Mina", "after")])
+                await a.bp.publish("dev", [("Mina", ["after"])])
     finally:
         redis.cli("CLIENT", "UNPAUSE")
     leaving = f"cluster unavailable: Redis at {a.bp.config.url}: the node is leaving the cluster"
@@ -174,8 +174,8 @@ async def test_ids_start_above_the_clock_and_only_increase(start_node) -> None:
     a = await start_node("a")
     before = int(time.time() * 1_000_000)
     await a.bp.open_room("dev")
-    first = await a.bp.publish("dev", [("Mina", "one")])
-    second = await a.bp.publish("dev", [("Mina", "two"), ("Mina", "three")])
+    first = await a.bp.publish("dev", [("Mina", ["one"])])
+    second = await a.bp.publish("dev", [("Mina", ["two", "three"])])
     assert first > before
     assert second == first + 1
     await a.rec.wait_for(lambda: len(a.rec.ids("dev")) == 3)
@@ -185,9 +185,9 @@ async def test_ids_start_above_the_clock_and_only_increase(start_node) -> None:
 async def test_a_node_joining_late_gets_only_what_follows(start_node) -> None:
     a, b = await start_node("a"), await start_node("b")
     await a.bp.open_room("dev")
-    await a.bp.publish("dev", [("Mina", "before")])
+    await a.bp.publish("dev", [("Mina", ["before"])])
     last = await b.bp.open_room("dev")
-    first = await a.bp.publish("dev", [("Mina", "after")])
+    first = await a.bp.publish("dev", [("Mina", ["after"])])
     assert first == last + 1
     await b.rec.wait_for(lambda: b.rec.texts("dev") == ["after"])
 
@@ -322,7 +322,7 @@ async def test_unreachable_redis_at_start_fails_fast(start_node, tmp_path) -> No
 async def test_history_recent_and_since(start_node) -> None:
     a = await start_node("a", stream_length=50)
     await a.bp.open_room("dev")
-    first = await a.bp.publish("dev", [("Mina", f"m{i}") for i in range(10)])
+    first = await a.bp.publish("dev", [("Mina", [f"m{i}" for i in range(10)])])
     recent = await a.bp.recent("Dev", 3)
     assert [m.text for m in recent] == ["m7", "m8", "m9"]
     assert all(m.room == "Dev" for m in recent)
@@ -334,7 +334,7 @@ async def test_history_recent_and_since(start_node) -> None:
     assert len(messages) == 10 and not complete
     # Trimmed beyond the stream's length: older ones are no longer kept.
     for _ in range(10):
-        await a.bp.publish("dev", [("Mina", "x")] * 20)
+        await a.bp.publish("dev", [("Mina", ["x"] * 20)])
     messages, complete = await a.bp.since("dev", first, 1000)
     assert not complete and messages[-1].id == first + 209
 
@@ -348,7 +348,7 @@ async def test_a_dropped_subscription_catches_up_from_the_stream(start_node, red
     async def keep_sending() -> None:
         nonlocal sent
         for i in range(60):
-            await a.bp.publish("dev", [("Mina", f"{i}.{j}") for j in range(5)])
+            await a.bp.publish("dev", [("Mina", [f"{i}.{j}" for j in range(5)])])
             sent += 5
             await trio.sleep(0.005)
 
@@ -371,16 +371,16 @@ async def test_redis_restart_without_data_starts_a_new_epoch(start_node, redis) 
         await node.bp.open_room("dev")
     assert await a.bp.claim_name("Mina")
     a.bp.set_room("Mina", "dev")
-    old = await a.bp.publish("dev", [("Mina", "before")])
+    old = await a.bp.publish("dev", [("Mina", ["before"])])
     await b.rec.wait_for(lambda: b.rec.ids("dev") == [old])
     redis.stop(save=False)
     with pytest.raises(ClusterUnavailable, match="cluster unavailable"):
-        await a.bp.publish("dev", [("Mina", "during")])
+        await a.bp.publish("dev", [("Mina", ["during"])])
     redis.start()
     with trio.fail_after(5):
         while True:
             try:
-                new = await a.bp.publish("dev", [("Mina", "after")], floor=old)
+                new = await a.bp.publish("dev", [("Mina", ["after"])], floor=old)
                 break
             except ClusterUnavailable:
                 await trio.sleep(0.05)
@@ -396,13 +396,13 @@ async def test_redis_restart_with_data_continues_the_stream(start_node, redis) -
     a, b = await start_node("a"), await start_node("b")
     for node in (a, b):
         await node.bp.open_room("dev")
-    old = await a.bp.publish("dev", [("Mina", "before")])
+    old = await a.bp.publish("dev", [("Mina", ["before"])])
     redis.stop(save=True)
     redis.start()
     with trio.fail_after(5):
         while True:
             try:
-                new = await b.bp.publish("dev", [("Bob", "after")])
+                new = await b.bp.publish("dev", [("Bob", ["after"])])
                 break
             except ClusterUnavailable:
                 await trio.sleep(0.05)

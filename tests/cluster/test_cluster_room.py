@@ -24,7 +24,7 @@ class _Backplane:
     def close_room(self, name: str) -> None:
         pass
 
-    async def publish_runs(
+    async def publish(
         self, room: str, runs: Sequence[tuple[str, Sequence[str]]], floor: int = 0
     ) -> int:
         await trio.lowlevel.checkpoint()
