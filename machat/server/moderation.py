@@ -144,58 +144,39 @@ class SqliteModerationStore:
 
         return await self.db.run(load)
 
-    async def put_mute(self, mute: Mute) -> None:
-        def put(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO mutes (key, name, by, until) VALUES (?, ?, ?, ?)",
-                    attrs.astuple(mute),
-                )
-
-        await self.db.run(put)
-
-    async def delete_mute(self, key: str) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute("DELETE FROM mutes WHERE key = ?", (key,))
-
-        await self.db.run(delete)
-
     async def put_ban(self, ban: Ban) -> None:
-        def put(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO bans (key, name, address, by, reason, created, until) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    attrs.astuple(ban),
-                )
-
-        await self.db.run(put)
+        await self._put("bans", ban)
 
     async def delete_ban(self, key: str) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute("DELETE FROM bans WHERE key = ?", (key,))
+        await self._execute("DELETE FROM bans WHERE key = ?", (key,))
 
-        await self.db.run(delete)
+    async def put_mute(self, mute: Mute) -> None:
+        await self._put("mutes", mute)
+
+    async def delete_mute(self, key: str) -> None:
+        await self._execute("DELETE FROM mutes WHERE key = ?", (key,))
 
     async def put_topic(self, topic: Topic) -> None:
-        def put(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO topics (room_key, room, text, by, ts) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    attrs.astuple(topic),
-                )
-
-        await self.db.run(put)
+        await self._put("topics", topic)
 
     async def delete_topic(self, room_key: str) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute("DELETE FROM topics WHERE room_key = ?", (room_key,))
+        await self._execute("DELETE FROM topics WHERE room_key = ?", (room_key,))
 
-        await self.db.run(delete)
+    async def _put(self, table: str, record: Ban | Mute | Topic) -> None:
+        """Write ``record`` as its table's row (the columns are its fields)."""
+        columns = [field.name for field in attrs.fields(type(record))]
+        await self._execute(
+            f"INSERT OR REPLACE INTO {table} ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' * len(columns))})",
+            attrs.astuple(record),
+        )
+
+    async def _execute(self, sql: str, params: tuple[object, ...]) -> None:
+        def execute(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute(sql, params)
+
+        await self.db.run(execute)
 
 
 class Moderation:
