@@ -14,8 +14,6 @@ so nothing more of the old one can come and delivery continues in the new one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ..server.passes import Row
 
 __all__ = ["RoomFeed"]
@@ -51,8 +49,9 @@ class RoomFeed:
             self.last = epoch
         self.head = max(self.head, self.last)
 
-    def offer(self, epoch: int, rows: Sequence[Row]) -> list[Row]:
-        """Take rows (ascending ids) of stream ``epoch``; returns those now deliverable."""
+    def offer(self, epoch: int, rows: list[Row]) -> list[Row]:
+        """Take rows (ascending ids) of stream ``epoch``; returns those now deliverable
+        (``rows`` itself when they are exactly what comes next: the common case)."""
         if epoch != self.epoch:
             if epoch < self.epoch:
                 return []  # from a stream that has since been replaced
@@ -65,7 +64,7 @@ class RoomFeed:
             self.head = top
         if not self._ahead and rows[0][3] == last + 1 and top == last + len(rows):
             self.last = top  # the common case: exactly what comes next
-            return list(rows)
+            return rows
         ahead = self._ahead
         for row in rows:
             if row[3] > last:

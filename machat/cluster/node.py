@@ -85,7 +85,7 @@ class ClusterRoom(Room):
                     self._passed(items)
 
     def _spaces_passes(self) -> bool:
-        return True  # a pass is a script call (about 150 us of Python), whatever the size
+        return True  # a pass is a script call, a round trip to Redis, whatever the size
 
     def close(self) -> None:
         super().close()
