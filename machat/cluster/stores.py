@@ -16,8 +16,8 @@ Accounts are read from Redis at every check; a new one is written with ``SET NX`
 so two nodes registering one name at once cannot both succeed.  Bans, mutes and
 topics are written through; `Moderation` keeps them in memory and, with a store that
 says it is ``shared``, re-reads them before every admission and ``/bans``, and
-whenever another node says it changed them (`ClusterServer.moderated`), so a ban
-made on one node refuses the name on all of them.  A Redis failure is a ``113 cluster
+whenever another node says it changed them (`ClusterServer.moderated_elsewhere`),
+so a ban made on one node refuses the name on all of them.  A Redis failure is a ``113 cluster
 unavailable`` refusal, never a traceback.
 """
 
