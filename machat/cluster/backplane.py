@@ -88,6 +88,13 @@ MAX_PENDING_NOTICES = 10000
 SUBSCRIPTION_IDLE = 1.0
 #: How many scheduling ticks the deliverer waits for the subscriber to hand over more.
 COALESCE_TICKS = 8
+#: Seconds a busy room's hand-over may wait for the other nodes' batches (the
+#: default of `ClusterConfig.gather`; see `Backplane._deliverer`).
+GATHER = 0.001
+#: Rooms with fewer members on this node never wait: their writes cost less than a wake.
+GATHER_MEMBERS = 16
+#: A room is busy if its last hand-over was less than this many gather times ago.
+BUSY_GATHERS = 10
 
 
 @attrs.frozen
@@ -103,6 +110,9 @@ class ClusterConfig:
     prefix: str = "machat:"
     connect_timeout: float = 1.0
     command_timeout: float = 1.0
+    #: Seconds a busy room's messages may wait here so that batches from several
+    #: nodes share one write per member (0: never wait).
+    gather: float = GATHER
 
     @property
     def heartbeat(self) -> float:
@@ -126,6 +136,10 @@ class Listener(Protocol):
 
     def room_messages(self, room_key: str, rows: list[Row]) -> None:
         """Messages (rows) of a room open on this node, in id order, each once."""
+
+    def members_here(self, room_key: str) -> int:
+        """How many members a room open here has on this node (what a hand-over of its
+        messages costs in writes)."""
 
     def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         """A join, leave or rename on another node in a room open here."""
@@ -292,6 +306,8 @@ class Backplane:
         # hands each room everything that came in one go as one pass (`_emit`).
         self._ready: dict[str, list[Row]] = {}
         self._ready_changed = trio.Event()
+        self._handed_over_at: dict[str, float] = {}  # room key -> its last hand-over
+        self._held_until: dict[str, float] = {}  # room key -> when its ready rows go
         self._received = 0  # batches and fills that reached _emit, for the deliverer
 
         self._batches_published = 0
@@ -705,6 +721,7 @@ class Backplane:
     def _forget_room(self, room: _Room) -> None:
         del self._rooms[room.key]
         self._by_channel.pop(room.channel, None)
+        self._handed_over_at.pop(room.key, None)
 
     async def _subscribe(self, channel: str) -> None:
         """Add ``channel`` to the subscription; returns once Redis has confirmed it
@@ -1067,29 +1084,59 @@ class Backplane:
             self._hand_over(key, rows)
 
     def _hand_over(self, key: str, rows: list[Row]) -> None:
+        self._held_until.pop(key, None)
+        self._handed_over_at[key] = trio.current_time()
         self._delivered += len(rows)
         self._listener.room_messages(key, rows)
 
     async def _deliverer(self) -> None:
         """Hand the listener each room's queued messages as one pass.
 
-        Every node's batches arrive on one subscription, one pub/sub message each.
-        Delivered one by one, a room with senders on three nodes would cost each of
-        its members three writes where one node costs one.  So this task waits
-        while the subscriber is still handing over what it has already read (at
-        most `COALESCE_TICKS` scheduling ticks), then gives each room all of it.
+        Every node's batches arrive on one subscription, one pub/sub message each,
+        and each hand-over costs a write per member here: delivered one by one, a
+        room with senders on three nodes would cost its members three writes where
+        one node costs one.  So, after a batch arrives, this task waits while the
+        subscriber is still handing over what it has already read (at most
+        `COALESCE_TICKS` scheduling ticks).  And a busy room (handed over less than
+        `BUSY_GATHERS` gather times ago) with `GATHER_MEMBERS` members here or more
+        is held up to ``config.gather`` after its first batch: Redis runs the
+        nodes' publishes of one moment one after another, so their batches come a
+        script's run apart, and held, they share a write.  A quiet room's message
+        goes at once (Nagle's rule, as for a room's passes).
         """
+        gather = self.config.gather
+        busy = BUSY_GATHERS * gather
+        ready, held = self._ready, self._held_until
         while True:
-            await self._ready_changed.wait()
+            if not ready:
+                self._ready_changed = trio.Event()
+                await self._ready_changed.wait()
             for _ in range(COALESCE_TICKS):
                 seen = self._received
                 await trio.lowlevel.checkpoint()
                 if self._received == seen:
                     break
-            self._ready_changed = trio.Event()
-            ready, self._ready = self._ready, {}
-            for key, rows in ready.items():
-                self._hand_over(key, rows)
+            now = trio.current_time()
+            wake = math.inf
+            for key in list(ready):
+                until = held.get(key)
+                if until is None and gather > 0 and self._holds(key, now, busy):
+                    until = held[key] = now + gather
+                if until is None or until <= now:
+                    self._hand_over(key, ready.pop(key))
+                else:
+                    wake = min(wake, until)
+            if wake < math.inf:
+                self._ready_changed = trio.Event()
+                with trio.move_on_at(wake):
+                    await self._ready_changed.wait()
+
+    def _holds(self, key: str, now: float, busy: float) -> bool:
+        """Whether a room's next hand-over waits for more (`_deliverer`)."""
+        return (
+            now - self._handed_over_at.get(key, -math.inf) < busy
+            and self._listener.members_here(key) >= GATHER_MEMBERS
+        )
 
     def _check_rooms(self) -> None:
         """Fill what a room should have received by now (e.g. its own last publish)."""

@@ -487,6 +487,10 @@ class ClusterServer(ChatServer):
         if isinstance(room, ClusterRoom):
             room.deliver_cluster(rows)
 
+    def members_here(self, room_key: str) -> int:
+        room = self.state.rooms.get(room_key)
+        return len(room.members) if room is not None else 0
+
     def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         room = self.state.rooms.get(room_key)
         if room is not None:

@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         float,
         "SECONDS",
         "a room of 100+ members whose last fan-out carried 8 lines or fewer waits this long "
-        "after it, so paced lines share one write per member; 0: never waits",
+        "after it, so paced lines share one write per member (with --redis, a busy room of "
+        "16+ members here also holds what other nodes send up to 1 ms, or this if less); "
+        "0: never waits",
     )
     limit("--stats-interval", float, "SECONDS", "log statistics this often, 0: never")
     p.add_argument(
@@ -181,18 +183,22 @@ class ClusterOptions:
     node: str | None
     presence_ttl: float
 
-    def config(self, port: int, history_limit: int) -> ClusterConfig:
-        from ..cluster.backplane import ClusterConfig  # loads the Redis client
+    def config(self, server: ServerConfig) -> ClusterConfig:
+        """The backplane's settings, with those it takes from the server's: the
+        stream keeps ``history_limit`` messages, and a room's deliveries wait for
+        the other nodes' batches no longer than ``fanout_interval`` lets its passes."""
+        from ..cluster.backplane import GATHER, ClusterConfig  # loads the Redis client
 
         node = self.node
         if node is None:  # HOST-PORT, or HOST-pPID for a port the system picks
             host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).lstrip("_.-")
-            node = f"{host or 'node'}-{port or f'p{os.getpid()}'}"
+            node = f"{host or 'node'}-{server.port or f'p{os.getpid()}'}"
         return ClusterConfig(
             url=self.url,
             node=node,
             presence_ttl=self.presence_ttl,
-            stream_length=history_limit,
+            stream_length=server.history_limit,
+            gather=min(GATHER, server.fanout_interval),
         )
 
 
@@ -332,7 +338,7 @@ async def run_server(
     else:
         from ..cluster.node import ClusterServer  # loads the Redis client
 
-        server = ClusterServer(config, cluster.config(config.port, config.history_limit))
+        server = ClusterServer(config, cluster.config(config))
     server.open_archives()
     # Everything alive now (modules, the loaded history) lives as long as the
     # process: keep it out of the garbage collector's full passes, which would

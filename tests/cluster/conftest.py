@@ -39,6 +39,10 @@ class Recorder:
         self.gone: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         self.lost: list[tuple[tuple[str, ...], str]] = []
         self.moderated: list[ev.Moderation | ev.Topic] = []
+        #: What `members_here` answers for every room (0: the deliverer never holds).
+        self.members = 0
+        #: Every hand-over: (room key, ids).
+        self.hand_overs: list[tuple[str, list[int]]] = []
         self._changed = trio.Event()
 
     def _poke(self) -> None:
@@ -59,7 +63,11 @@ class Recorder:
     # -- Listener --
     def room_messages(self, room_key: str, rows: list[Row]) -> None:
         self.messages.setdefault(room_key, []).extend(ev.Message(*row) for row in rows)
+        self.hand_overs.append((room_key, [row[3] for row in rows]))
         self._poke()
+
+    def members_here(self, room_key: str) -> int:
+        return self.members
 
     def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         self.notices.append((room_key, event))

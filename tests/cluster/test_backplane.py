@@ -55,6 +55,40 @@ async def test_one_order_for_concurrent_senders_on_three_nodes(start_node) -> No
     assert nodes[0].rec.messages["dev"][0].room == "Dev"
 
 
+async def test_a_busy_room_holds_a_hand_over_for_the_other_nodes_batches(start_node) -> None:
+    gather = 1.5
+    a, b = await start_node("a"), await start_node("b")
+    c = await start_node("c", gather=gather)
+    c.rec.members = backplane_module.GATHER_MEMBERS  # a write each: worth gathering for
+    for node in (a, b, c):
+        await node.bp.open_room("dev")
+    first = await a.bp.publish("dev", [("Mina", ["quiet"])])
+    # A quiet room's message is not held: it comes well within the gather time.
+    await c.rec.wait_for(lambda: c.rec.ids("dev") == [first], within=gather * 2 / 3)
+    # Now the room is busy: what two nodes publish next reaches c in one hand-over.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.bp.publish, "dev", [("Mina", ["a1", "a2"])])
+        nursery.start_soon(b.bp.publish, "dev", [("Ansel", ["b1"])])
+    await c.rec.wait_for(lambda: len(c.rec.ids("dev")) == 4)
+    assert c.rec.hand_overs == [("dev", [first]), ("dev", [first + 1, first + 2, first + 3])]
+    assert sorted(c.rec.texts("dev")[1:]) == ["a1", "a2", "b1"]
+    # A room with few members here is never held: a and b got every id, in order.
+    for node in (a, b):
+        await node.rec.wait_for(lambda node=node: len(node.rec.ids("dev")) == 4)
+        assert node.rec.texts("dev") == c.rec.texts("dev")
+
+
+def test_the_gather_time_follows_the_fanout_interval() -> None:
+    from machat.cmd.chatserver import build_parser, cluster_from_args
+    from machat.server import ServerConfig
+
+    options = cluster_from_args(build_parser().parse_args(["--redis", "redis://127.0.0.1:1"]))
+    assert options is not None
+    assert options.config(ServerConfig()).gather == backplane_module.GATHER
+    assert options.config(ServerConfig(fanout_interval=0.0004)).gather == 0.0004
+    assert options.config(ServerConfig(fanout_interval=0)).gather == 0
+
+
 async def _publish_to_rooms_at_once(node, rooms: list[str], tag: str) -> dict[str, int]:
     """Every room publishes in the same tick; returns each room's first id."""
     firsts: dict[str, int] = {}
