@@ -1085,7 +1085,8 @@ class Backplane:
 
     def _hand_over(self, key: str, rows: list[Row]) -> None:
         self._held_until.pop(key, None)
-        self._handed_over_at[key] = trio.current_time()
+        if key in self._rooms:  # (not for a room closed meanwhile: nothing to keep)
+            self._handed_over_at[key] = trio.current_time()
         self._delivered += len(rows)
         self._listener.room_messages(key, rows)
 
