@@ -53,7 +53,7 @@ from ..protocol import events as ev
 from ..protocol.handshake import fold_name
 from ..server.passes import Row
 from . import resp, scripts, wire
-from .errors import ClusterUnavailable
+from .errors import ClusterUnavailable, PublishInDoubt
 from .feed import RoomFeed
 from .keys import Keys
 from .url import check_url
@@ -206,6 +206,8 @@ class BackplaneStatistics:
     stream_restarts: int
     sessions: int
     outages: int
+    #: Publishes whose answer was lost, waiting to be sent again.
+    publishes_in_doubt: int = 0
 
 
 @attrs.define(eq=False)
@@ -300,6 +302,9 @@ class Backplane:
         self._to_publish: list[_Publish] = []
         self._publish_wanted = trio.Event()
         self._publishing = False  # the publisher runs
+        # Publishes that reached Redis (or may have) without an answer: sent again,
+        # before anything else, once Redis answers (`_fail`).
+        self._in_doubt: list[_Publish] = []
         self._publish_conn: resp.RedisConnection | None = None
 
         # Messages (rows) ready for the listener, per room, in order: the deliverer
@@ -365,6 +370,7 @@ class Backplane:
             stream_restarts=sum(f.restarts for f in feeds),
             sessions=self._sessions,
             outages=self._outages,
+            publishes_in_doubt=len(self._in_doubt),
         )
 
     # -- life --------------------------------------------------------------------------
@@ -508,6 +514,8 @@ class Backplane:
                     self._note_up()
                     if was_down:
                         self._presence_changed.set()
+                    if self._in_doubt:
+                        self._publish_wanted.set()
                     self._check_rooms()
             with trio.move_on_after(config.command_timeout):
                 await self._check_subscription()
@@ -539,6 +547,11 @@ class Backplane:
         self._users.clear()
         if names:
             self._listener.names_lost(names, reason)
+        if self._in_doubt:  # their senders are gone; whatever Redis took, it keeps
+            logger.warning(
+                "cluster: no longer resolving %d publishes in doubt", len(self._in_doubt)
+            )
+            self._in_doubt.clear()
         # What they said on the way out is stale by now; the others reap us anyway.
         self._pending_notices.clear()
 
@@ -761,7 +774,10 @@ class Backplane:
 
         They are delivered from the subscription, like everyone else's.  ``floor``
         is the highest id this node knows the room used (a new stream starts above
-        it).  Raises ClusterUnavailable, and then none of the lines was accepted.
+        it).  Raises ClusterUnavailable, and then none of the lines was accepted;
+        or its `PublishInDoubt`, when the lines reached Redis (or may have) and its
+        answer was lost: they are sent again once Redis answers, and so either were
+        published already or are published then.
         """
         if not (self._up and self._publishing):
             raise self._unavailable()
@@ -779,32 +795,41 @@ class Backplane:
             wire.encode_lines(runs),
             int(config.room_ttl * 1000),
         ]
-        request = _Publish([self.keys.room_meta(key), self.keys.room_log(key)], args)
+        request = _Publish([self.keys.room_meta(key), self.keys.room_log(key)], args, key, count)
         self._to_publish.append(request)
         self._publish_wanted.set()
         await request.done.wait()
         if request.error is not None:
             self._note_down(request.error)
+            if request.in_doubt:
+                raise PublishInDoubt(
+                    f"{self._unavailable()}; the lines may have been published: "
+                    "they are sent again once Redis answers"
+                )
             raise self._unavailable()
-        result = request.result
+        self._note_published(request, request.result)
+        return int(request.result[0])
+
+    def _note_published(self, request: _Publish, result: Any) -> None:
         first, epoch = int(result[0]), int(result[1])
         self._batches_published += 1
-        self._lines_published += count
-        state = self._rooms.get(key)
+        self._lines_published += request.count
+        state = self._rooms.get(request.room_key)
         if state is not None and state.early is None:
-            state.feed.note_head(epoch, first + count - 1)
-        return first
+            state.feed.note_head(epoch, first + request.count - 1)
 
     async def _publisher(self) -> None:
         """Send the publishes asked for: those that came while the last went out, all
-        in one pipeline on the publisher's own connection (`resp`)."""
+        in one pipeline on the publisher's own connection (`resp`), behind those in
+        doubt (a room's batches reach Redis in the order they were made)."""
         leaving = RedisError("the node is leaving the cluster")
         self._publishing = True
         try:
             while True:
                 await self._publish_wanted.wait()
                 self._publish_wanted = trio.Event()
-                requests, self._to_publish = self._to_publish, []
+                requests = self._in_doubt + self._to_publish
+                self._in_doubt, self._to_publish = [], []
                 try:
                     await self._send_publishes(requests)
                 finally:  # cancelled on the way: whatever was not answered
@@ -816,6 +841,8 @@ class Backplane:
             for request in self._to_publish:
                 request.settle(error=leaving)
             self._to_publish = []
+            if self._in_doubt:
+                logger.warning("cluster: leaving with %d publishes in doubt", len(self._in_doubt))
             if self._publish_conn is not None:
                 await self._publish_conn.aclose()
                 self._publish_conn = None
@@ -828,36 +855,66 @@ class Backplane:
         commands = [("EVALSHA", sha, 2, *r.keys, *r.args) for r in requests]
         try:
             replies = await self._publish_round_trip(commands)
-        except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
+        except _Unanswered as failed:
             for request in requests:
-                request.settle(error=exc)
+                self._fail(request, failed.cause, in_doubt=failed.sent)
             return
         again = []
         for request, reply in zip(requests, replies, strict=True):
             if isinstance(reply, resp.ReplyError) and reply.code == "NOSCRIPT":
                 again.append(request)
             elif isinstance(reply, resp.ReplyError):
-                request.settle(error=reply)
+                self._fail(request, reply, in_doubt=False)
             else:
-                request.settle(result=reply)
+                self._succeed(request, reply)
         if again:
             commands = [("EVAL", scripts.PUBLISH, 2, *r.keys, *r.args) for r in again]
             try:
                 replies = await self._publish_round_trip(commands)
-            except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
-                replies = [exc] * len(again)
+            except _Unanswered as failed:
+                for request in again:
+                    self._fail(request, failed.cause, in_doubt=failed.sent)
+                return
             for request, reply in zip(again, replies, strict=True):
-                if isinstance(reply, BaseException):
-                    request.settle(error=reply)
+                if isinstance(reply, resp.ReplyError):
+                    self._fail(request, reply, in_doubt=False)
                 else:
-                    request.settle(result=reply)
+                    self._succeed(request, reply)
+
+    def _succeed(self, request: _Publish, reply: Any) -> None:
+        if not request.resent:
+            request.settle(result=reply)  # (`publish` notes it)
+            return
+        self._note_published(request, reply)
+        how = "had been published" if str(reply[3]) == "1" else "is published now"
+        logger.info("cluster: a publish in doubt to %s %s", request.room_key, how)
+
+    def _fail(self, request: _Publish, error: BaseException, *, in_doubt: bool) -> None:
+        """A publish that failed: refused if Redis cannot have taken it, else in doubt
+        until Redis answers a new attempt (which, for one already in doubt, any
+        failure is: its first attempt may have been taken)."""
+        if request.resent and not isinstance(error, resp.ReplyError):
+            self._in_doubt.append(request)
+        elif request.resent:
+            logger.warning(
+                "cluster: giving up a publish in doubt to %s: %s", request.room_key, error
+            )
+        elif in_doubt:
+            request.resent = True
+            self._in_doubt.append(request)
+            request.settle(error=error, in_doubt=True)
+        else:
+            request.settle(error=error)
 
     async def _publish_round_trip(self, commands: Sequence[resp.Command]) -> list[Any]:
         """The replies to ``commands`` sent as one pipeline; retried once on a new
-        connection after one that failed or timed out."""
+        connection after one that failed or timed out.  Raises `_Unanswered`, which
+        says whether Redis may have run them."""
         config = self.config
+        sent = False
         for attempt in range(2):
             self._publish_round_trips += 1
+            calling = False
             try:
                 conn = self._publish_conn
                 if conn is None or conn.closed:
@@ -865,14 +922,18 @@ class Backplane:
                         conn = self._publish_conn = await resp.open_connection(
                             self._endpoint, client_name=f"machat-{self.node}-publish"
                         )
+                calling = True
                 with trio.fail_after(config.command_timeout):
                     return await conn.call_many(commands)
-            except (OSError, trio.TooSlowError):
+            except (OSError, trio.TooSlowError) as exc:
+                # (a call that timed out was sent; one on a connection Redis had
+                # closed was not: `resp.ConnectionLost.sent`)
+                sent = sent or (calling and getattr(exc, "sent", True))
                 if self._publish_conn is not None:
                     await self._publish_conn.aclose()
                     self._publish_conn = None
                 if attempt:
-                    raise
+                    raise _Unanswered(exc, sent) from exc
             await trio.sleep(RETRY_DELAY)
         raise AssertionError("unreachable")
 
@@ -1307,15 +1368,32 @@ class _Publish:
 
     keys: list[str]
     args: list[str | int]
+    room_key: str
+    count: int
     done: trio.Event = attrs.Factory(trio.Event)
     result: Any = None
     error: BaseException | None = None
+    #: The answer was lost: the room was told so (`PublishInDoubt`).
+    in_doubt: bool = False
+    #: It is being sent again, with no one waiting (`Backplane._fail`).
+    resent: bool = False
 
-    def settle(self, *, result: Any = None, error: BaseException | None = None) -> None:
+    def settle(
+        self, *, result: Any = None, error: BaseException | None = None, in_doubt: bool = False
+    ) -> None:
         """Give the waiting room its answer; the first one counts."""
         if not self.done.is_set():
-            self.result, self.error = result, error
+            self.result, self.error, self.in_doubt = result, error, in_doubt
             self.done.set()
+
+
+class _Unanswered(Exception):
+    """A publish round trip that failed: ``cause``, and whether Redis may have run it."""
+
+    def __init__(self, cause: BaseException, sent: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.sent = sent
 
 
 def _endpoint(client: coredis.Redis[str]) -> resp.Endpoint:

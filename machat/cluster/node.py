@@ -40,6 +40,7 @@ from ..server.room import Room
 from ..server.server import ChatServer, ServerStatistics
 from ..server.state import EventLog, Group, report_sent
 from .backplane import Backplane, BackplaneStatistics, ClusterConfig, ClusterUnavailable
+from .errors import PublishInDoubt
 from .stores import RedisAccountStore, RedisModerationStore
 from .wire import Run
 
@@ -122,6 +123,11 @@ class ClusterRoom(Room):
                 await self._backplane.open_room(self.name)
                 self._open = True
             first = await self._backplane.publish(self.name, runs, floor=self.last_id)
+        except PublishInDoubt as exc:
+            # Neither refused nor accepted: they come back from the subscription
+            # once the backplane has sent them again, or never if it gives up.
+            logger.info("cluster: room %s: %d lines in doubt: %s", self.name, len(runs), exc)
+            return
         except ClusterUnavailable as exc:
             self._refuse(runs, str(exc))
             return
@@ -195,6 +201,11 @@ class ClusterStatistics:
             f"{self.node.format()}; node {self.backplane.node}; cluster: "
             f"{self.nodes_alive} nodes alive, {self.cluster_users} online, "
             f"{self.cluster_rooms} rooms"
+            + (
+                f"; {doubt} publishes in doubt"
+                if (doubt := self.backplane.publishes_in_doubt)
+                else ""
+            )
         )
 
 

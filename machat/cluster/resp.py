@@ -16,12 +16,18 @@ whose call was cancelled half-way is closed, since its next reply would belong t
 the call that gave up.
 
 Errors: anything wrong with the connection (refused, reset, closed, a reply that
-does not parse) is `ConnectionLost`, an `OSError`.  An error *reply* (``-ERR``,
-``-NOSCRIPT``, ...) is a `ReplyError` value in the reply list; `call` raises it.
+does not parse) is `ConnectionLost`, an `OSError`; its ``sent`` says whether the
+commands of the call may have reached Redis (a call on a connection Redis had
+already closed says False: `call_many` looks for that before it writes).  An error
+*reply* (``-ERR``, ``-NOSCRIPT``, ...) is a `ReplyError` value in the reply list;
+`call` raises it.
 """
 
 from __future__ import annotations
 
+import os
+import select
+import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
@@ -43,7 +49,12 @@ _pack = cast(Callable[[Command], bytes], hiredis.pack_command)
 
 
 class ConnectionLost(ConnectionError):
-    """The connection to Redis failed or was closed."""
+    """The connection to Redis failed or was closed.  ``sent``: whether what the
+    failed call wrote may have reached Redis (True unless known otherwise)."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ReplyError(Exception):
@@ -59,8 +70,9 @@ class RedisConnection:
     """One connection: `call_many` / `call` for commands, `send` / `receive` for
     pub/sub.  Bulk strings come back as str (UTF-8, bad bytes replaced)."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, fd: int | None = None) -> None:
         self._stream = stream
+        self._fd = fd  # the socket's, to see whether Redis closed an idle connection
         self._reader = hiredis.Reader(replyError=ReplyError, encoding="utf-8", errors="replace")
         self._send_lock = trio.Lock()
         self._closed = False
@@ -106,6 +118,12 @@ class RedisConnection:
     async def call_many(self, commands: Sequence[Command]) -> list[Any]:
         """Send every command in one write; their replies, in order (a `ReplyError`
         where Redis answered with an error).  A cancelled call closes the connection."""
+        if self._closed_by_peer():
+            # Redis closed the connection while it was idle (it stopped, or killed
+            # the client): nothing of this call can reach it.
+            self._closed = True
+            await trio.aclose_forcefully(self._stream)
+            raise ConnectionLost("Redis closed the connection", sent=False)
         done = False
         try:
             await self.send(commands)
@@ -127,6 +145,26 @@ class RedisConnection:
         if isinstance(reply, ReplyError):
             raise reply
         return reply
+
+    def _closed_by_peer(self) -> bool:
+        """Whether the socket's next read is an end of file or a reset: one poll, and a
+        peek only if it is readable.  (Over TLS, a closing Redis may send an alert
+        first: that counts as not closed, and the call finds out by failing.)"""
+        if self._fd is None or self._closed:
+            return False
+        poll = select.poll()
+        poll.register(self._fd, select.POLLIN)
+        if not poll.poll(0):
+            return False
+        peek = socket.socket(fileno=os.dup(self._fd))
+        try:
+            return peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # reset
+        finally:
+            peek.close()
 
     async def aclose(self) -> None:
         self._closed = True
@@ -155,14 +193,17 @@ async def open_connection(endpoint: Endpoint, *, client_name: str | None = None)
     """Connect, log in, select the database and name the connection."""
     try:
         if endpoint.path is not None:
-            stream: trio.abc.Stream = await trio.open_unix_socket(endpoint.path)
+            sock: trio.SocketStream = await trio.open_unix_socket(endpoint.path)
         else:
-            stream = await trio.open_tcp_stream(endpoint.host or "localhost", endpoint.port)
-            if endpoint.ssl_context is not None:
-                stream = trio.SSLStream(stream, endpoint.ssl_context, server_hostname=endpoint.host)
+            sock = await trio.open_tcp_stream(endpoint.host or "localhost", endpoint.port)
     except OSError as exc:
-        raise ConnectionLost(f"connecting to Redis at {endpoint}: {_describe(exc)}") from exc
-    conn = RedisConnection(stream)
+        raise ConnectionLost(
+            f"connecting to Redis at {endpoint}: {_describe(exc)}", sent=False
+        ) from exc
+    stream: trio.abc.Stream = sock
+    if endpoint.ssl_context is not None:
+        stream = trio.SSLStream(sock, endpoint.ssl_context, server_hostname=endpoint.host)
+    conn = RedisConnection(stream, sock.socket.fileno())
     commands: list[Command] = []
     if endpoint.password is not None:
         commands.append(("AUTH", endpoint.username or "default", endpoint.password))

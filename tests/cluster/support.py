@@ -1,9 +1,10 @@
 """Test support: a real ``redis-server`` (on a Unix socket or a free loopback port, in a
-temporary directory; stopped with or without saving its data, or killed), and a
-bounded wait for state that lives in another process."""
+temporary directory; stopped with or without saving its data, or killed), a bounded
+wait for state that lives in another process, and a proxy that loses a publish."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -164,3 +165,85 @@ def node_command(url: str, name: str, *args: str) -> list[str]:
         sys.executable, "-m", "machat.cmd.chatserver", "-a", "127.0.0.1:0", "--rate", "0",
         "--redis", url, "--node", name, *args,
     ]  # fmt: skip
+
+
+class PublishCutter:
+    """A loopback TCP proxy in front of a Redis's Unix socket that can cut a node's
+    publish connection (the one it names ``machat-NODE-publish``) at the worst moment.
+
+    After `cut_answer`, the next script call on it reaches Redis and its answer is
+    lost (Redis ran it; the node cannot know); after `cut_request`, the call is lost
+    on the way, once the node has written it.  Either way the connection is closed,
+    and until `release` a new publish connection is closed as it logs in, so the
+    node's retry fails too.  Every other connection passes untouched.
+    """
+
+    def __init__(self, redis: RedisProcess) -> None:
+        self.redis = redis
+        self._cut: str | None = None
+        self._blocked = False
+        self.cut_done = trio.Event()
+
+    def cut_answer(self) -> None:
+        self._cut, self.cut_done = "answer", trio.Event()
+
+    def cut_request(self) -> None:
+        self._cut, self.cut_done = "request", trio.Event()
+
+    def release(self) -> None:
+        self._blocked = False
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with client:
+            try:
+                server = await trio.open_unix_socket(str(self.redis.socket))
+            except OSError:
+                return
+            async with server, trio.open_nursery() as nursery:
+                cut = trio.Event()  # set: drop what Redis answers, and close
+                nursery.start_soon(self._to_redis, client, server, cut, nursery.cancel_scope)
+                nursery.start_soon(self._to_node, server, client, cut, nursery.cancel_scope)
+
+    async def _to_redis(
+        self,
+        client: trio.SocketStream,
+        server: trio.SocketStream,
+        cut: trio.Event,
+        scope: trio.CancelScope,
+    ) -> None:
+        publish = False
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            async for chunk in client:
+                if b"-publish" in chunk:
+                    publish = True
+                    if self._blocked:
+                        break
+                if publish and self._cut is not None and b"EVAL" in chunk:
+                    mode, self._cut = self._cut, None
+                    self._blocked = True
+                    if mode == "request":
+                        self.cut_done.set()
+                        break
+                    cut.set()
+                await server.send_all(chunk)
+        scope.cancel()
+
+    async def _to_node(
+        self,
+        server: trio.SocketStream,
+        client: trio.SocketStream,
+        cut: trio.Event,
+        scope: trio.CancelScope,
+    ) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            async for chunk in server:
+                if cut.is_set():
+                    self.cut_done.set()
+                    break
+                await client.send_all(chunk)
+        scope.cancel()

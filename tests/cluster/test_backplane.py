@@ -15,8 +15,9 @@ import trio.testing
 from machat.cluster import ClusterUnavailable
 from machat.cluster import backplane as backplane_module
 from machat.cluster.backplane import Group
+from machat.cluster.errors import PublishInDoubt
 from machat.protocol import events as ev
-from tests.cluster.support import eventually
+from tests.cluster.support import PublishCutter, eventually
 
 
 async def users_online(node, count: int) -> bool:
@@ -139,6 +140,7 @@ async def test_a_pipeline_loads_a_script_redis_forgot(start_node, redis) -> None
             [a.bp.keys.room_meta(room), a.bp.keys.room_log(room)],
             [a.bp.keys.room_channel(room), 1000, "a", a.bp.incarnation, 10_000 + len(requests),
              0, 1, "Mina\nafter", 60_000],
+            room, 1,
         )  # fmt: skip
         requests.append(request)
     before = a.bp.statistics().publish_round_trips
@@ -152,6 +154,41 @@ async def test_a_pipeline_loads_a_script_redis_forgot(start_node, redis) -> None
         await a.rec.wait_for(lambda room=room: len(a.rec.ids(room)) == 4)
         assert a.rec.ids(room) == list(range(firsts[room], firsts[room] + 4))  # each once
         assert a.rec.texts(room)[-1] == "after"
+
+
+@pytest.mark.parametrize("lost", ["answer", "request"])
+async def test_a_publish_whose_answer_is_lost_is_neither_refused_nor_repeated(
+    start_node, redis, nursery, lost: str
+) -> None:
+    """Redis ran it and its answer was lost, or it was lost on the way: the room is
+    told it is in doubt, not refused, and once Redis answers it is sent again and
+    delivered exactly once (the script knows a batch it has taken)."""
+    cutter = PublishCutter(redis)
+    port = await nursery.start(cutter.serve)
+    a = await start_node("a", url=f"redis://127.0.0.1:{port}/0", presence_ttl=2)
+    b = await start_node("b")
+    for node in (a, b):
+        await node.bp.open_room("dev")
+    first = await a.bp.publish("dev", [("Mina", ["before"])])
+    getattr(cutter, f"cut_{lost}")()
+    with trio.fail_after(5), pytest.raises(PublishInDoubt, match="may have been published"):
+        await a.bp.publish("dev", [("Mina", ["in doubt"])])
+    await cutter.cut_done.wait()
+    assert a.bp.statistics().publishes_in_doubt == 1
+    if lost == "answer":  # Redis ran it: it is delivered already
+        await b.rec.wait_for(lambda: b.rec.texts("dev") == ["before", "in doubt"])
+    cutter.release()
+
+    async def resolved() -> bool:
+        return a.bp.statistics().publishes_in_doubt == 0 and a.bp.available
+
+    await eventually(resolved)
+    await a.bp.publish("dev", [("Mina", ["after"])])
+    for node in (a, b):
+        await node.rec.wait_for(lambda node=node: len(node.rec.ids("dev")) >= 3)
+        assert node.rec.texts("dev") == ["before", "in doubt", "after"]
+        assert node.rec.ids("dev") == [first, first + 1, first + 2]
+    assert redis.cli("XLEN", "machat:room:{dev}:log") == "3"
 
 
 async def test_publishes_pipelined_while_redis_is_down_are_all_refused(start_node, redis) -> None:

@@ -8,7 +8,11 @@ from collections.abc import Sequence
 import trio
 import trio.testing
 
+from machat.cluster.errors import ClusterUnavailable, PublishInDoubt
 from machat.cluster.node import ClusterRoom
+from machat.protocol.formatting import Format
+from machat.server.member import Member
+from tests.helpers import QueueSender
 
 
 class _Backplane:
@@ -60,3 +64,41 @@ async def test_without_an_interval_every_line_is_a_call_of_its_own(
 ) -> None:
     calls = await _trickle(0.0)
     assert calls == [[f"l{i}"] for i in range(20)]
+
+
+class _FailingBackplane(_Backplane):
+    """Every publish fails with ``error``."""
+
+    def __init__(self, error: ClusterUnavailable) -> None:
+        super().__init__()
+        self.error = error
+
+    async def publish(
+        self, room: str, runs: Sequence[tuple[str, Sequence[str]]], floor: int = 0
+    ) -> int:
+        await super().publish(room, runs, floor)
+        raise self.error
+
+
+async def _what_mina_hears(error: ClusterUnavailable) -> bytes:
+    room = ClusterRoom("dev", backplane=_FailingBackplane(error))  # type: ignore[arg-type]
+    mina = Member("Mina", Format.TEXT, QueueSender(1 << 20))
+    room.add(mina)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(room.run)
+        room.send_many_nowait("Mina", ["one", "two"])
+        room.close()
+    assert isinstance(mina.sender, QueueSender)
+    return mina.sender.take_nowait()
+
+
+async def test_lines_refused_by_the_cluster_are_refused_each() -> None:
+    heard = await _what_mina_hears(ClusterUnavailable("cluster unavailable: Redis is down"))
+    refusal = b"! ERROR 113 cluster unavailable: Redis is down; line not sent\n"
+    assert heard == refusal * 2
+
+
+async def test_lines_in_doubt_are_not_refused() -> None:
+    """They may have been published (and then come back from the subscription)."""
+    heard = await _what_mina_hears(PublishInDoubt("cluster unavailable: the answer was lost"))
+    assert heard == b""

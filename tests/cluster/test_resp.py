@@ -86,6 +86,49 @@ async def test_a_dead_redis_is_connection_lost(redis) -> None:
         assert issubclass(resp.ConnectionLost, OSError)  # what the backplane catches
 
 
+async def test_a_call_on_a_connection_redis_closed_was_not_sent(redis, tmp_path) -> None:
+    tcp = RedisProcess(tmp_path / "tcp", tcp=True)
+    tcp.start()
+    try:
+        for server, endpoint in (
+            (redis, unix(redis)),
+            (tcp, resp.Endpoint(host="127.0.0.1", port=tcp.port)),
+        ):
+            with trio.fail_after(5):
+                conn = await resp.open_connection(endpoint, client_name="t-idle")
+                server.cli("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                await trio.lowlevel.wait_readable(conn._fd)  # its end of file is here
+                with pytest.raises(resp.ConnectionLost, match="Redis closed") as info:
+                    await conn.call("PING")
+                assert info.value.sent is False  # (the backplane refuses what it carried)
+                assert conn.closed
+                again = await resp.open_connection(endpoint)
+                assert await again.call("PING") == "PONG"  # a healthy one is not disturbed
+                assert await again.call("PING") == "PONG"
+                await again.aclose()
+    finally:
+        tcp.kill()
+
+
+async def test_a_call_that_fails_after_writing_may_have_been_sent(redis) -> None:
+    with trio.fail_after(5):
+        conn = await resp.open_connection(unix(redis))
+        redis.cli("CLIENT", "PAUSE", "2000", "ALL")  # the PING waits in Redis...
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def kill_it() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    redis.kill()  # ...which dies before it answers
+
+                nursery.start_soon(kill_it)
+                with pytest.raises(resp.ConnectionLost) as info:
+                    await conn.call("PING")
+        finally:
+            redis.start()
+        assert info.value.sent is True
+
+
 async def test_replies_split_anywhere_parse_the_same() -> None:
     client, server = trio.testing.memory_stream_pair()
     conn = resp.RedisConnection(client)
