@@ -196,8 +196,17 @@ class SocketSender:
                 self._overflow()
                 return False
             return True
-        self._write_or_queue(data)
-        return self.state is not SenderState.CLOSED
+        # `_write_or_queue`, inlined: this runs once per member per pass.
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._broken(exc)
+            return False
+        if written < len(data):
+            self._queue_rest(data, written)
+        return True
 
     def _write(self, data: bytes) -> int | None:
         """Write what the kernel takes now: the count (0 if none), None if broken."""
@@ -212,15 +221,17 @@ class SocketSender:
     def _write_or_queue(self, data: bytes) -> None:
         """Write ``data`` now; whatever the kernel does not take goes to a new backlog."""
         written = self._write(data)
-        if written is None:
-            return
-        if written < len(data):
-            self._backlog.append(data[written:])
-            self._size += len(data) - written
-            self._partial = written > 0
-            if not self._draining:
-                self._draining = True
-                self._nursery.start_soon(self._drain)
+        if written is not None and written < len(data):
+            self._queue_rest(data, written)
+
+    def _queue_rest(self, data: bytes, written: int) -> None:
+        """What the kernel did not take of ``data`` starts a backlog and its drainer."""
+        self._backlog.append(data[written:])
+        self._size += len(data) - written
+        self._partial = written > 0
+        if not self._draining:
+            self._draining = True
+            self._nursery.start_soon(self._drain)
 
     def _overflow(self) -> None:
         self.overflowed = True
