@@ -43,6 +43,8 @@ class Recorder:
         self.members = 0
         #: Every hand-over: (room key, ids).
         self.hand_overs: list[tuple[str, list[int]]] = []
+        #: Hand-overs (ids) and room notices, in the order they came.
+        self.timeline: list[list[int] | ev.Event] = []
         self._changed = trio.Event()
 
     def _poke(self) -> None:
@@ -64,6 +66,7 @@ class Recorder:
     def room_messages(self, room_key: str, rows: list[Row]) -> None:
         self.messages.setdefault(room_key, []).extend(ev.Message(*row) for row in rows)
         self.hand_overs.append((room_key, [row[3] for row in rows]))
+        self.timeline.append([row[3] for row in rows])
         self._poke()
 
     def members_here(self, room_key: str) -> int:
@@ -71,6 +74,7 @@ class Recorder:
 
     def room_notice(self, room_key: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         self.notices.append((room_key, event))
+        self.timeline.append(event)
         self._poke()
 
     def direct(self, event: ev.Private | ev.GroupMessage, names: list[str]) -> None:

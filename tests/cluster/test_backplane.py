@@ -79,6 +79,21 @@ async def test_a_busy_room_holds_a_hand_over_for_the_other_nodes_batches(start_n
         assert node.rec.texts("dev") == c.rec.texts("dev")
 
 
+async def test_a_notice_lets_held_messages_go_first(start_node) -> None:
+    """Held messages of a busy room go out before a notice that came after them."""
+    a, b = await start_node("a"), await start_node("b")
+    c = await start_node("c", gather=30.0)  # held for as long as the test could last
+    c.rec.members = backplane_module.GATHER_MEMBERS
+    for node in (a, b, c):
+        await node.bp.open_room("dev")
+    first = await a.bp.publish("dev", [("Mina", ["quiet"])])
+    await c.rec.wait_for(lambda: c.rec.ids("dev") == [first])
+    await a.bp.publish("dev", [("Mina", ["held"])])  # busy now: c holds it
+    b.bp.notice("dev", ev.Join("dev", "Ansel"))
+    await c.rec.wait_for(lambda: len(c.rec.notices) == 1)
+    assert c.rec.timeline == [[first], [first + 1], ev.Join("dev", "Ansel")]
+
+
 def test_the_gather_time_follows_the_fanout_interval() -> None:
     from machat.cmd.chatserver import build_parser, cluster_from_args
     from machat.server import ServerConfig
