@@ -1,6 +1,6 @@
 """Benchmark a machat cluster: one room over 1, 2 and 3 nodes, and many rooms over them.
 
-    python bench/cluster.py [--loadgen PATH] [--quick] [--repeat N] [--json OUT]
+    python bench/cluster.py [--loadgen PATH] [--quick] [--repeat N] [--messages M] [--json OUT]
 
 Every configuration starts a fresh ``redis-server`` (loopback TCP, no persistence)
 and N nodes (``--redis``), drives them with loadgen-c (``--ports P1,P2,...``, clients
@@ -210,9 +210,15 @@ def main() -> int:
         "--repeat", type=int, default=1, help="runs of each configuration, interleaved; "
         "the summary and the target use medians (default 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--messages", type=int, metavar="M", help="messages per sender in the full-load "
+        "runs (default 3000, as issue 8's bursts; longer runs swing less)",
+    )  # fmt: skip
     args = parser.parse_args()
     quick = args.quick
     c, m, pm = (60, "200", "200") if quick else (150, "3000", "2000")
+    if args.messages:
+        m = str(args.messages)
 
     def one_room(receivers: int, *paced: str) -> list[str]:
         return ["fanout", "-C", str(receivers), "-S", "3", "-M", pm if paced else m, *paced]
