@@ -312,6 +312,7 @@ class Backplane:
         self._ready: dict[str, list[Row]] = {}
         self._ready_changed = trio.Event()
         self._handed_over_at: dict[str, float] = {}  # room key -> its last hand-over
+        self._remote_at: dict[str, float] = {}  # room key -> another node's last batch
         self._held_until: dict[str, float] = {}  # room key -> when its ready rows go
         self._received = 0  # batches and fills that reached _emit, for the deliverer
 
@@ -735,6 +736,7 @@ class Backplane:
         del self._rooms[room.key]
         self._by_channel.pop(room.channel, None)
         self._handed_over_at.pop(room.key, None)
+        self._remote_at.pop(room.key, None)
 
     async def _subscribe(self, channel: str) -> None:
         """Add ``channel`` to the subscription; returns once Redis has confirmed it
@@ -1085,6 +1087,8 @@ class Backplane:
                 if data.startswith("M"):
                     batch = wire.decode_batch(data)
                     self._batches_received += 1
+                    if batch.origin != self.node:
+                        self._remote_at[room.key] = trio.current_time()
                     if room.early is not None:
                         room.early.append(batch)
                     else:
@@ -1159,12 +1163,14 @@ class Backplane:
         room with senders on three nodes would cost its members three writes where
         one node costs one.  So, after a batch arrives, this task waits while the
         subscriber is still handing over what it has already read (at most
-        `COALESCE_TICKS` scheduling ticks).  And a busy room (handed over less than
-        `BUSY_GATHERS` gather times ago) with `GATHER_MEMBERS` members here or more
-        is held up to ``config.gather`` after its first batch: Redis runs the
-        nodes' publishes of one moment one after another, so their batches come a
-        script's run apart, and held, they share a write.  A quiet room's message
-        goes at once (Nagle's rule, as for a room's passes).
+        `COALESCE_TICKS` scheduling ticks).  And a busy room that other nodes publish
+        to (handed over, and sent a batch by another node, less than `BUSY_GATHERS`
+        gather times ago) with `GATHER_MEMBERS` members here or more is held up to
+        ``config.gather`` after its first batch: Redis runs the nodes' publishes of
+        one moment one after another, so their batches come a script's run apart,
+        and held, they share a write.  A quiet room's message goes at once (Nagle's
+        rule, as for a room's passes), and so does a room only this node publishes
+        to: holding it would merge nothing.
         """
         gather = self.config.gather
         busy = BUSY_GATHERS * gather
@@ -1197,6 +1203,7 @@ class Backplane:
         """Whether a room's next hand-over waits for more (`_deliverer`)."""
         return (
             now - self._handed_over_at.get(key, -math.inf) < busy
+            and now - self._remote_at.get(key, -math.inf) < busy
             and self._listener.members_here(key) >= GATHER_MEMBERS
         )
 

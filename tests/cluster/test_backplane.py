@@ -79,6 +79,19 @@ async def test_a_busy_room_holds_a_hand_over_for_the_other_nodes_batches(start_n
         assert node.rec.texts("dev") == c.rec.texts("dev")
 
 
+async def test_a_room_only_this_node_publishes_to_is_not_held(start_node) -> None:
+    """Its batches come one at a time whatever the wait: holding would merge nothing."""
+    gather = 1.5
+    c = await start_node("c", gather=gather)
+    c.rec.members = backplane_module.GATHER_MEMBERS
+    await c.bp.open_room("dev")
+    first = await c.bp.publish("dev", [("Mina", ["one"])])
+    await c.rec.wait_for(lambda: c.rec.ids("dev") == [first])
+    await c.bp.publish("dev", [("Mina", ["two"])])  # busy, but only this node's
+    await c.rec.wait_for(lambda: len(c.rec.ids("dev")) == 2, within=gather * 2 / 3)
+    assert c.rec.hand_overs == [("dev", [first]), ("dev", [first + 1])]
+
+
 async def test_a_notice_lets_held_messages_go_first(start_node) -> None:
     """Held messages of a busy room go out before a notice that came after them."""
     a, b = await start_node("a"), await start_node("b")
