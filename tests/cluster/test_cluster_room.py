@@ -102,3 +102,25 @@ async def test_lines_in_doubt_are_not_refused() -> None:
     """They may have been published (and then come back from the subscription)."""
     heard = await _what_mina_hears(PublishInDoubt("cluster unavailable: the answer was lost"))
     assert heard == b""
+
+
+def test_stats_show_publishes_in_doubt_only_when_there_are_some() -> None:
+    from machat.cluster.backplane import BackplaneStatistics
+    from machat.cluster.node import ClusterStatistics
+    from machat.server.server import ServerStatistics
+
+    node = ServerStatistics(2, 2, 1, 2, 0, 5, 10, 0, 0)
+    figures = dict.fromkeys(
+        [
+            "rooms_open", "users_here", "batches_published", "publish_round_trips",
+            "lines_published", "batches_received", "messages_delivered", "gaps_filled",
+            "messages_lost", "stream_restarts", "sessions", "outages",
+        ],
+        0,
+    )  # fmt: skip
+    for doubt, tail in ((0, "2 rooms"), (3, "2 rooms; 3 publishes in doubt")):
+        backplane = BackplaneStatistics(
+            node="a", available=True, publishes_in_doubt=doubt, **figures
+        )
+        line = ClusterStatistics(node, backplane, 2, 4, 2).format()
+        assert line.endswith(f"node a; cluster: 2 nodes alive, 4 online, {tail}")
