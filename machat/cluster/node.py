@@ -127,11 +127,27 @@ class ClusterRoom(Room):
             # Neither refused nor accepted: they come back from the subscription
             # once the backplane has sent them again, or never if it gives up.
             logger.info("cluster: room %s: %d lines in doubt: %s", self.name, len(runs), exc)
+            self._tell_in_doubt(runs)
             return
         except ClusterUnavailable as exc:
             self._refuse(runs, str(exc))
             return
         self._published = first + sum(len(texts) for _, texts in runs) - 1
+
+    def _tell_in_doubt(self, runs: list[Run]) -> None:
+        """Each sender hears, once, that their lines wait for the cluster (not an
+        error: they are not refused, and show up once it answers)."""
+        members = {fold_name(m.name): m for m in self.members}
+        counts: dict[str, int] = {}
+        for sender, texts in runs:
+            counts[fold_name(sender)] = counts.get(fold_name(sender), 0) + len(texts)
+        for key, count in counts.items():
+            member = members.get(key)
+            if member is not None:
+                lines = "your line waits" if count == 1 else f"your {count} lines wait"
+                member.send_event(
+                    ev.Info(f"cluster unavailable: {lines} for it, and will show once it answers")
+                )
 
     def _refuse(self, runs: list[Run], reason: str) -> None:
         """None of these lines was accepted: each sender hears so at once, a line each."""
