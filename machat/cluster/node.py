@@ -135,8 +135,9 @@ class ClusterRoom(Room):
         self._published = first + sum(len(texts) for _, texts in runs) - 1
 
     def _tell_in_doubt(self, runs: list[Run]) -> None:
-        """Each sender hears, once, that their lines wait for the cluster (not an
-        error: they are not refused, and show up once it answers)."""
+        """Each sender hears, once, that their lines are not confirmed (not an error:
+        they are not refused; they reach the room, once, when the cluster answers,
+        or already did if Redis ran them)."""
         members = {fold_name(m.name): m for m in self.members}
         counts: dict[str, int] = {}
         for sender, texts in runs:
@@ -144,9 +145,16 @@ class ClusterRoom(Room):
         for key, count in counts.items():
             member = members.get(key)
             if member is not None:
-                lines = "your line waits" if count == 1 else f"your {count} lines wait"
+                said = (
+                    "your line was not confirmed; it reaches"
+                    if count == 1
+                    else f"your {count} lines were not confirmed; they reach"
+                )
                 member.send_event(
-                    ev.Info(f"cluster unavailable: {lines} for it, and will show once it answers")
+                    ev.Info(
+                        f"cluster unavailable: {said} the room once the cluster answers, "
+                        "and only once"
+                    )
                 )
 
     def _refuse(self, runs: list[Run], reason: str) -> None:

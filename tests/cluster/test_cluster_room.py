@@ -100,10 +100,11 @@ async def test_lines_refused_by_the_cluster_are_refused_each() -> None:
 
 async def test_lines_in_doubt_are_not_refused() -> None:
     """They may have been published (and then come back from the subscription): the
-    sender hears once that they wait."""
+    sender hears once that they are not confirmed."""
     heard = await _what_mina_hears(PublishInDoubt("cluster unavailable: the answer was lost"))
-    assert (
-        heard == b"* cluster unavailable: your 2 lines wait for it, and will show once it answers\n"
+    assert heard == (
+        b"* cluster unavailable: your 2 lines were not confirmed; they reach the room once "
+        b"the cluster answers, and only once\n"
     )
 
 
