@@ -14,7 +14,7 @@ import pytest
 import trio
 import trustme
 
-from tests.cluster.support import ROOT, RedisProcess, free_port, node_command
+from tests.cluster.support import ROOT, PublishCutter, RedisProcess, free_port, node_command
 from tests.helpers import LineClient
 from tests.web.conftest import WsClient
 
@@ -207,6 +207,34 @@ async def test_a_redis_restart_loses_nothing_accepted(
         assert obj["names"] == ["Bob", "Mina"]
         refused = await b.connect("mina")
         assert (await refused.line()).startswith("! ERROR 101")
+
+
+@pytest.mark.parametrize("lost", ["answer", "request"])
+async def test_a_line_whose_answer_is_lost_is_not_refused_and_shows_once(
+    start_process, redis: RedisProcess, nursery: trio.Nursery, lost: str
+) -> None:
+    cutter = PublishCutter(redis)
+    port = await nursery.start(cutter.serve)
+    a = await start_process("a", "--presence-ttl", "2", url=f"redis://127.0.0.1:{port}/0")
+    b = await start_process("b")
+    with trio.fail_after(30):
+        mina = await json_member(a, "Mina")
+        bob = await json_member(b, "Bob")
+        assert await probe(mina, "before")
+        getattr(cutter, f"cut_{lost}")()
+        await mina.send("in doubt")
+        while (obj := await mina.json())["type"] != "info":
+            assert obj["type"] != "error", obj  # never refused
+        assert obj["text"] == (
+            "cluster unavailable: your line was not confirmed; it reaches the room once "
+            "the cluster answers, and only once"
+        )
+        cutter.release()
+        while not await probe(mina, "after"):  # noqa: ASYNC110 (refused until a is back)
+            await trio.sleep(0.1)
+        seen = await messages(bob, 3)
+        assert [m["text"] for m in seen] == ["before", "in doubt", "after"]  # each once
+        assert [m["id"] for m in seen] == [seen[0]["id"] + i for i in range(3)]
 
 
 async def test_a_dropped_subscription_catches_up(start_process, redis: RedisProcess) -> None:
