@@ -18,16 +18,15 @@ the call that gave up.
 Errors: anything wrong with the connection (refused, reset, closed, a reply that
 does not parse) is `ConnectionLost`, an `OSError`; its ``sent`` says whether the
 commands of the call may have reached Redis (a call on a connection Redis had
-already closed says False: `call_many` looks for that before it writes).  An error
+already closed says False: `call_many` looks for that before it writes, as
+anything at all to read on an idle connection).  An error
 *reply* (``-ERR``, ``-NOSCRIPT``, ...) is a `ReplyError` value in the reply list;
 `call` raises it.
 """
 
 from __future__ import annotations
 
-import os
 import select
-import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
@@ -118,7 +117,7 @@ class RedisConnection:
     async def call_many(self, commands: Sequence[Command]) -> list[Any]:
         """Send every command in one write; their replies, in order (a `ReplyError`
         where Redis answered with an error).  A cancelled call closes the connection."""
-        if self._closed_by_peer():
+        if self._done_while_idle():
             # Redis closed the connection while it was idle (it stopped, or killed
             # the client): nothing of this call can reach it.
             self._closed = True
@@ -146,25 +145,15 @@ class RedisConnection:
             raise reply
         return reply
 
-    def _closed_by_peer(self) -> bool:
-        """Whether the socket's next read is an end of file or a reset: one poll, and a
-        peek only if it is readable.  (Over TLS, a closing Redis may send an alert
-        first: that counts as not closed, and the call finds out by failing.)"""
+    def _done_while_idle(self) -> bool:
+        """Whether the socket has something to read between calls, when Redis sends
+        nothing: that is its end of file, a reset, or (over TLS) the alert it sends
+        as it closes; the connection is of no more use.  One poll."""
         if self._fd is None or self._closed:
             return False
         poll = select.poll()
         poll.register(self._fd, select.POLLIN)
-        if not poll.poll(0):
-            return False
-        peek = socket.socket(fileno=os.dup(self._fd))
-        try:
-            return peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True  # reset
-        finally:
-            peek.close()
+        return bool(poll.poll(0))
 
     async def aclose(self) -> None:
         self._closed = True

@@ -8,10 +8,13 @@ every wait bounded by ``trio.fail_after``.
 from __future__ import annotations
 
 import math
+import ssl
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from machat.cluster import ClusterConfig, resp
 from machat.cluster.backplane import Backplane, _endpoint
@@ -86,16 +89,41 @@ async def test_a_dead_redis_is_connection_lost(redis) -> None:
         assert issubclass(resp.ConnectionLost, OSError)  # what the backplane catches
 
 
+def _tls_redis(directory: Path) -> tuple[RedisProcess, resp.Endpoint]:
+    """A Redis that also speaks TLS on a loopback port, and how to reach it so."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    directory.mkdir()
+    paths = {name: directory / f"{name}.pem" for name in ("cert", "key")}
+    cert.cert_chain_pems[0].write_to_path(paths["cert"])
+    cert.private_key_pem.write_to_path(paths["key"])
+    port = free_port()
+    server = RedisProcess(
+        directory / "redis",
+        extra=(
+            "--tls-port", str(port), "--tls-cert-file", str(paths["cert"]),
+            "--tls-key-file", str(paths["key"]), "--tls-auth-clients", "no",
+        ),
+    )  # fmt: skip
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return server, resp.Endpoint(host="127.0.0.1", port=port, ssl_context=context)
+
+
 async def test_a_call_on_a_connection_redis_closed_was_not_sent(redis, tmp_path) -> None:
     tcp = RedisProcess(tmp_path / "tcp", tcp=True)
-    tcp.start()
+    tls, tls_endpoint = _tls_redis(tmp_path / "tls")
+    for server in (tcp, tls):
+        server.start()
     try:
         for server, endpoint in (
             (redis, unix(redis)),
             (tcp, resp.Endpoint(host="127.0.0.1", port=tcp.port)),
+            (tls, tls_endpoint),
         ):
             with trio.fail_after(5):
                 conn = await resp.open_connection(endpoint, client_name="t-idle")
+                assert await conn.call("PING") == "PONG"
                 server.cli("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
                 await trio.lowlevel.wait_readable(conn._fd)  # its end of file is here
                 with pytest.raises(resp.ConnectionLost, match="Redis closed") as info:
@@ -108,6 +136,7 @@ async def test_a_call_on_a_connection_redis_closed_was_not_sent(redis, tmp_path)
                 await again.aclose()
     finally:
         tcp.kill()
+        tls.kill()
 
 
 async def test_a_call_that_fails_after_writing_may_have_been_sent(redis) -> None:
