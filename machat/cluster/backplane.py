@@ -941,11 +941,14 @@ class Backplane:
 
     def notice(self, room: str, event: ev.Join | ev.Leave | ev.Nick) -> None:
         """Tell the room's members on other nodes (whenever Redis can be reached)."""
+        channel = self.keys.room_channel(fold_name(room))
+        self._queue_notice(channel, wire.encode_notice(self.node, event))
+
+    def _queue_notice(self, channel: str, payload: str) -> None:
         if self._gave_up:
             return
         notices = self._pending_notices
-        channel = self.keys.room_channel(fold_name(room))
-        notices.append((channel, wire.encode_notice(self.node, event)))
+        notices.append((channel, payload))
         if len(notices) > MAX_PENDING_NOTICES:
             del notices[: len(notices) - MAX_PENDING_NOTICES]
         self._presence_dirty()
@@ -1333,18 +1336,10 @@ class Backplane:
 
     def announce_moderation(self, event: ev.Moderation | ev.Topic) -> None:
         """Tell the other nodes that an operator here acted (after its state was
-        written), so that they carry it out for their users.  Best effort: while
-        Redis cannot be reached, the others learn the state at their next refresh,
-        and a kick is lost (logged)."""
-        self._spawn(self._publish_all, wire.encode_moderated(self.node, event))
-
-    async def _publish_all(self, payload: str) -> None:
-        try:
-            with trio.fail_after(self.config.command_timeout * 2):
-                await self._client.publish(self.keys.all_channel, payload)
-        except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
-            logger.warning("cluster: a moderation action did not reach the others: %s", exc)
-            self._note_down(exc)
+        written), so that they carry it out for their users: a notice on the ``all``
+        channel, sent with the presence writer's next call, so that while Redis
+        cannot be reached it waits, and goes once Redis answers."""
+        self._queue_notice(self.keys.all_channel, wire.encode_moderated(self.node, event))
 
     async def roster(self) -> Roster:
         """Everyone online in the cluster.  Raises ClusterUnavailable."""

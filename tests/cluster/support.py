@@ -175,14 +175,22 @@ class PublishCutter:
     lost (Redis ran it; the node cannot know); after `cut_request`, the call is lost
     on the way, once the node has written it.  Either way the connection is closed,
     and until `release` a new publish connection is closed as it logs in, so the
-    node's retry fails too.  Every other connection passes untouched.
+    node's retry fails too.  Every other connection passes untouched, unless
+    `cut_everything` closes them all and, until `release`, every new one.
     """
 
     def __init__(self, redis: RedisProcess) -> None:
         self.redis = redis
         self._cut: str | None = None
         self._blocked = False
+        self._all_blocked = False
+        self._scopes: set[trio.CancelScope] = set()
         self.cut_done = trio.Event()
+
+    def cut_everything(self) -> None:
+        self._all_blocked = True
+        for scope in self._scopes:
+            scope.cancel()
 
     def cut_answer(self) -> None:
         self._cut, self.cut_done = "answer", trio.Event()
@@ -191,7 +199,7 @@ class PublishCutter:
         self._cut, self.cut_done = "request", trio.Event()
 
     def release(self) -> None:
-        self._blocked = False
+        self._blocked = self._all_blocked = False
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -200,14 +208,18 @@ class PublishCutter:
 
     async def _handle(self, client: trio.SocketStream) -> None:
         async with client:
+            if self._all_blocked:
+                return
             try:
                 server = await trio.open_unix_socket(str(self.redis.socket))
             except OSError:
                 return
             async with server, trio.open_nursery() as nursery:
+                self._scopes.add(nursery.cancel_scope)
                 cut = trio.Event()  # set: drop what Redis answers, and close
                 nursery.start_soon(self._to_redis, client, server, cut, nursery.cancel_scope)
                 nursery.start_soon(self._to_node, server, client, cut, nursery.cancel_scope)
+            self._scopes.discard(nursery.cancel_scope)
 
     async def _to_redis(
         self,

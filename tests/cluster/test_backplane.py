@@ -219,6 +219,27 @@ async def test_a_publish_whose_answer_is_lost_is_neither_refused_nor_repeated(
     assert redis.cli("XLEN", "machat:room:{dev}:log") == "3"
 
 
+async def test_a_moderation_action_waits_for_redis_then_reaches_the_others(
+    start_node, redis, nursery
+) -> None:
+    cutter = PublishCutter(redis)
+    port = await nursery.start(cutter.serve)
+    a = await start_node("a", url=f"redis://127.0.0.1:{port}/0", presence_ttl=2)
+    b = await start_node("b")
+    cutter.cut_everything()  # a alone loses Redis
+
+    async def a_is_down() -> bool:
+        return not a.bp.available
+
+    await eventually(a_is_down)
+    topic = ev.Topic("dev", "news at noon", "Mina", 1.5)
+    a.bp.announce_moderation(topic)
+    await trio.sleep(0.5)  # an outage, not a blip (shorter than a giving up, 1.4 s)
+    cutter.release()
+    await b.rec.wait_for(lambda: b.rec.moderated == [topic])
+    assert a.rec.moderated == []  # (its own are not echoed back)
+
+
 async def test_publishes_pipelined_while_redis_is_down_are_all_refused(start_node, redis) -> None:
     a = await start_node("a")
     rooms = [f"r{i}" for i in range(6)]
