@@ -167,6 +167,33 @@ def node_command(url: str, name: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+class TlsRedis(RedisProcess):
+    """A redis-server that speaks TLS on a free loopback port (and plain only on its
+    Unix socket, for the test's own checks), with a certificate for 127.0.0.1 from a
+    trustme CA whose PEM is ``ca_file``."""
+
+    def __init__(self, directory: Path) -> None:
+        import trustme
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("127.0.0.1")
+        self.ca_file = directory / "ca.pem"
+        cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+        self.ca.cert_pem.write_to_path(self.ca_file)
+        cert.cert_chain_pems[0].write_to_path(cert_file)
+        cert.private_key_pem.write_to_path(key_file)
+        self.tls_port = free_port()
+        super().__init__(
+            directory / "redis",
+            extra=(
+                "--tls-port", str(self.tls_port), "--tls-cert-file", str(cert_file),
+                "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(self.ca_file),
+                "--tls-auth-clients", "no",
+            ),
+        )  # fmt: skip
+
+
 class PublishCutter:
     """A loopback TCP proxy in front of a Redis's Unix socket that can cut a node's
     publish connection (the one it names ``machat-NODE-publish``) at the worst moment.

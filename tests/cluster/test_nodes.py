@@ -12,9 +12,15 @@ import sys
 
 import pytest
 import trio
-import trustme
 
-from tests.cluster.support import ROOT, PublishCutter, RedisProcess, free_port, node_command
+from tests.cluster.support import (
+    ROOT,
+    PublishCutter,
+    RedisProcess,
+    TlsRedis,
+    free_port,
+    node_command,
+)
 from tests.helpers import LineClient
 from tests.web.conftest import WsClient
 
@@ -419,24 +425,11 @@ async def test_a_group_defined_on_one_node_serves_every_node(start_process, redi
 async def test_nodes_reach_a_redis_that_speaks_only_tls(start_process, tmp_path) -> None:
     """``rediss://``: coredis and the lean connections (publishes, the subscription)
     both verify Redis's certificate against ``ssl_ca_certs`` and carry the room."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    paths = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
-    ca.cert_pem.write_to_path(paths["ca"])
-    cert.cert_chain_pems[0].write_to_path(paths["cert"])
-    cert.private_key_pem.write_to_path(paths["key"])
-    port = free_port()
-    redis = RedisProcess(
-        tmp_path / "tls",
-        extra=(
-            "--tls-port", str(port), "--tls-cert-file", str(paths["cert"]),
-            "--tls-key-file", str(paths["key"]), "--tls-ca-cert-file", str(paths["ca"]),
-            "--tls-auth-clients", "no",
-        ),
-    )  # fmt: skip
-    redis.start()  # (plain only on its Unix socket, for the test's own checks)
+    redis = TlsRedis(tmp_path / "tls")
+    port = redis.tls_port
+    redis.start()
     try:
-        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={paths['ca']}&ssl_cert_reqs=required"
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={redis.ca_file}&ssl_cert_reqs=required"
         a, b = await start_process("a", url=url), await start_process("b", url=url)
         with trio.fail_after(20):
             mina, bob = await a.join("Mina"), await b.join("Bob")

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import math
 import ssl
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-import trustme
 
 from machat.cluster import ClusterConfig, resp
 from machat.cluster.backplane import Backplane, _endpoint
 from tests.cluster.conftest import Recorder
-from tests.cluster.support import RedisProcess, free_port
+from tests.cluster.support import RedisProcess, TlsRedis, free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -89,30 +87,12 @@ async def test_a_dead_redis_is_connection_lost(redis) -> None:
         assert issubclass(resp.ConnectionLost, OSError)  # what the backplane catches
 
 
-def _tls_redis(directory: Path) -> tuple[RedisProcess, resp.Endpoint]:
-    """A Redis that also speaks TLS on a loopback port, and how to reach it so."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    directory.mkdir()
-    paths = {name: directory / f"{name}.pem" for name in ("cert", "key")}
-    cert.cert_chain_pems[0].write_to_path(paths["cert"])
-    cert.private_key_pem.write_to_path(paths["key"])
-    port = free_port()
-    server = RedisProcess(
-        directory / "redis",
-        extra=(
-            "--tls-port", str(port), "--tls-cert-file", str(paths["cert"]),
-            "--tls-key-file", str(paths["key"]), "--tls-auth-clients", "no",
-        ),
-    )  # fmt: skip
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return server, resp.Endpoint(host="127.0.0.1", port=port, ssl_context=context)
-
-
 async def test_a_call_on_a_connection_redis_closed_was_not_sent(redis, tmp_path) -> None:
     tcp = RedisProcess(tmp_path / "tcp", tcp=True)
-    tls, tls_endpoint = _tls_redis(tmp_path / "tls")
+    tls = TlsRedis(tmp_path / "tls")
+    context = ssl.create_default_context()
+    tls.ca.configure_trust(context)
+    tls_endpoint = resp.Endpoint(host="127.0.0.1", port=tls.tls_port, ssl_context=context)
     for server in (tcp, tls):
         server.start()
     try:
