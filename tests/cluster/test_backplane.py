@@ -224,7 +224,7 @@ async def test_a_moderation_action_waits_for_redis_then_reaches_the_others(
 ) -> None:
     cutter = PublishCutter(redis)
     port = await nursery.start(cutter.serve)
-    a = await start_node("a", url=f"redis://127.0.0.1:{port}/0", presence_ttl=2)
+    a = await start_node("a", url=f"redis://127.0.0.1:{port}/0", presence_ttl=4)
     b = await start_node("b")
     cutter.cut_everything()  # a alone loses Redis
 
@@ -234,7 +234,7 @@ async def test_a_moderation_action_waits_for_redis_then_reaches_the_others(
     await eventually(a_is_down)
     topic = ev.Topic("dev", "news at noon", "Mina", 1.5)
     a.bp.announce_moderation(topic)
-    await trio.sleep(0.5)  # an outage, not a blip (shorter than a giving up, 1.4 s)
+    await trio.sleep(0.5)  # an outage, not a blip (shorter than a giving up, 2.8 s)
     cutter.release()
     await b.rec.wait_for(lambda: b.rec.moderated == [topic])
     assert a.rec.moderated == []  # (its own are not echoed back)
