@@ -273,6 +273,7 @@ class Backplane:
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
         self._up = False
+        self._availability = trio.Event()  # set (and replaced) as _up changes
         self._down_reason = "not connected yet"
         self._outages = 0
         self._last_beat = -math.inf  # trio time the last successful heartbeat was sent
@@ -345,6 +346,7 @@ class Backplane:
         if self._up:
             self._outages += 1
             logger.warning("cluster unavailable: %s", reason)
+            self._availability_changed()
         self._up = False
         self._down_reason = reason
         self._beat_now.set()
@@ -352,7 +354,17 @@ class Backplane:
     def _note_up(self) -> None:
         if not self._up:
             logger.info("cluster available again (Redis at %s)", self.config.url)
+            self._availability_changed()
         self._up = True
+
+    def _availability_changed(self) -> None:
+        self._availability.set()
+        self._availability = trio.Event()
+
+    async def wait_available(self, available: bool = True) -> None:
+        """Until this node finds Redis reachable (or, given False, unreachable)."""
+        while self._up != available:
+            await self._availability.wait()
 
     def statistics(self) -> BackplaneStatistics:
         feeds = [room.feed for room in self._rooms.values()]
@@ -803,7 +815,7 @@ class Backplane:
         await request.done.wait()
         if request.error is not None:
             self._note_down(request.error)
-            if request.in_doubt:
+            if request.resent:  # (it is in doubt: `_fail`)
                 raise PublishInDoubt(
                     f"{self._unavailable()}; the lines may have been published: "
                     "they are sent again once Redis answers"
@@ -855,33 +867,31 @@ class Backplane:
         the script) are sent again as EVAL, which loads it."""
         sha = self._publish.sha
         commands = [("EVALSHA", sha, 2, *r.keys, *r.args) for r in requests]
+        again = await self._settle_round_trip(requests, commands, noscript_again=True)
+        if again:
+            commands = [("EVAL", scripts.PUBLISH, 2, *r.keys, *r.args) for r in again]
+            await self._settle_round_trip(again, commands, noscript_again=False)
+
+    async def _settle_round_trip(
+        self, requests: list[_Publish], commands: Sequence[resp.Command], *, noscript_again: bool
+    ) -> list[_Publish]:
+        """Send ``commands`` (one per request) and settle each request by its reply;
+        returns those answered NOSCRIPT, if ``noscript_again``."""
         try:
             replies = await self._publish_round_trip(commands)
         except _Unanswered as failed:
             for request in requests:
                 self._fail(request, failed.cause, in_doubt=failed.sent)
-            return
+            return []
         again = []
         for request, reply in zip(requests, replies, strict=True):
-            if isinstance(reply, resp.ReplyError) and reply.code == "NOSCRIPT":
-                again.append(request)
-            elif isinstance(reply, resp.ReplyError):
-                self._fail(request, reply, in_doubt=False)
-            else:
+            if not isinstance(reply, resp.ReplyError):
                 self._succeed(request, reply)
-        if again:
-            commands = [("EVAL", scripts.PUBLISH, 2, *r.keys, *r.args) for r in again]
-            try:
-                replies = await self._publish_round_trip(commands)
-            except _Unanswered as failed:
-                for request in again:
-                    self._fail(request, failed.cause, in_doubt=failed.sent)
-                return
-            for request, reply in zip(again, replies, strict=True):
-                if isinstance(reply, resp.ReplyError):
-                    self._fail(request, reply, in_doubt=False)
-                else:
-                    self._succeed(request, reply)
+            elif noscript_again and reply.code == "NOSCRIPT":
+                again.append(request)
+            else:
+                self._fail(request, reply, in_doubt=False)
+        return again
 
     def _succeed(self, request: _Publish, reply: Any) -> None:
         if not request.resent:
@@ -904,7 +914,7 @@ class Backplane:
         elif in_doubt:
             request.resent = True
             self._in_doubt.append(request)
-            request.settle(error=error, in_doubt=True)
+            request.settle(error=error)
         else:
             request.settle(error=error)
 
@@ -1136,11 +1146,12 @@ class Backplane:
     # -- handing messages to the listener ------------------------------------------------
 
     def _emit(self, key: str, rows: list[Row]) -> None:
-        """Queue a room's next messages for the deliverer."""
+        """Queue a room's next messages for the deliverer (``rows`` is the caller's
+        own new list, which this keeps and extends)."""
         self._received += 1
         ready = self._ready.get(key)
         if ready is None:
-            self._ready[key] = list(rows)
+            self._ready[key] = rows
             self._ready_changed.set()
         else:
             ready += rows
@@ -1375,17 +1386,14 @@ class _Publish:
     done: trio.Event = attrs.Factory(trio.Event)
     result: Any = None
     error: BaseException | None = None
-    #: The answer was lost: the room was told so (`PublishInDoubt`).
-    in_doubt: bool = False
-    #: It is being sent again, with no one waiting (`Backplane._fail`).
+    #: Its answer was lost: it is in doubt, sent again with no one waiting (the room
+    #: was told `PublishInDoubt`; `Backplane._fail`).
     resent: bool = False
 
-    def settle(
-        self, *, result: Any = None, error: BaseException | None = None, in_doubt: bool = False
-    ) -> None:
+    def settle(self, *, result: Any = None, error: BaseException | None = None) -> None:
         """Give the waiting room its answer; the first one counts."""
         if not self.done.is_set():
-            self.result, self.error, self.in_doubt = result, error, in_doubt
+            self.result, self.error = result, error
             self.done.set()
 
 

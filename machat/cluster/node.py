@@ -134,38 +134,37 @@ class ClusterRoom(Room):
             return
         self._published = first + sum(len(texts) for _, texts in runs) - 1
 
+    def _senders(self, runs: list[Run]) -> list[tuple[Member, int]]:
+        """The members here who said ``runs``, each with how many lines."""
+        counts: dict[str, int] = {}
+        for sender, texts in runs:
+            key = fold_name(sender)
+            counts[key] = counts.get(key, 0) + len(texts)
+        members = {fold_name(m.name): m for m in self.members}
+        return [(members[key], n) for key, n in counts.items() if key in members]
+
     def _tell_in_doubt(self, runs: list[Run]) -> None:
         """Each sender hears, once, that their lines are not confirmed (not an error:
         they are not refused; they reach the room, once, when the cluster answers,
         or already did if Redis ran them)."""
-        members = {fold_name(m.name): m for m in self.members}
-        counts: dict[str, int] = {}
-        for sender, texts in runs:
-            counts[fold_name(sender)] = counts.get(fold_name(sender), 0) + len(texts)
-        for key, count in counts.items():
-            member = members.get(key)
-            if member is not None:
-                said = (
-                    "your line was not confirmed; it reaches"
-                    if count == 1
-                    else f"your {count} lines were not confirmed; they reach"
+        for member, count in self._senders(runs):
+            said = (
+                "your line was not confirmed; it reaches"
+                if count == 1
+                else f"your {count} lines were not confirmed; they reach"
+            )
+            member.send_event(
+                ev.Info(
+                    f"cluster unavailable: {said} the room once the cluster answers, and only once"
                 )
-                member.send_event(
-                    ev.Info(
-                        f"cluster unavailable: {said} the room once the cluster answers, "
-                        "and only once"
-                    )
-                )
+            )
 
     def _refuse(self, runs: list[Run], reason: str) -> None:
         """None of these lines was accepted: each sender hears so at once, a line each."""
-        members = {fold_name(m.name): m for m in self.members}
-        error = f"{reason}; line not sent"
-        for sender, texts in runs:
-            member = members.get(fold_name(sender))
-            if member is not None:
-                for _ in texts:
-                    member.send_event(ev.Error(ErrorCode.CLUSTER_UNAVAILABLE, error))
+        error = ev.Error(ErrorCode.CLUSTER_UNAVAILABLE, f"{reason}; line not sent")
+        for member, count in self._senders(runs):
+            for _ in range(count):
+                member.send_event(error)
 
     def deliver_cluster(self, rows: list[Row]) -> None:
         """Messages (rows) from the cluster, in id order: fan them out here."""

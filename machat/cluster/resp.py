@@ -71,7 +71,12 @@ class RedisConnection:
 
     def __init__(self, stream: trio.abc.Stream, fd: int | None = None) -> None:
         self._stream = stream
-        self._fd = fd  # the socket's, to see whether Redis closed an idle connection
+        # The socket, polled to see whether Redis closed an idle connection.
+        self._fd = fd
+        self._poll: select.poll | None = None
+        if fd is not None:
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN)
         self._reader = hiredis.Reader(replyError=ReplyError, encoding="utf-8", errors="replace")
         self._send_lock = trio.Lock()
         self._closed = False
@@ -149,11 +154,7 @@ class RedisConnection:
         """Whether the socket has something to read between calls, when Redis sends
         nothing: that is its end of file, a reset, or (over TLS) the alert it sends
         as it closes; the connection is of no more use.  One poll."""
-        if self._fd is None or self._closed:
-            return False
-        poll = select.poll()
-        poll.register(self._fd, select.POLLIN)
-        return bool(poll.poll(0))
+        return self._poll is not None and not self._closed and bool(self._poll.poll(0))
 
     async def aclose(self) -> None:
         self._closed = True

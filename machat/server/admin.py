@@ -189,6 +189,14 @@ async def _easily_renamed(server: ChatServer, target: Member) -> bool:
     return accounts is None or not await accounts.is_registered(target.name)
 
 
+async def _spelling(server: ChatServer, target: Member | None, name: str) -> str:
+    """How ``name`` is spelled: as the member here has it, else as someone online on
+    another node does (a cluster), else as given."""
+    if target is not None:
+        return target.name
+    return await server.find_elsewhere(name) or name
+
+
 def _because(reason: str) -> str:
     return f" ({reason})" if reason else ""
 
@@ -265,10 +273,7 @@ async def _ban(server: ChatServer, member: Member, c: cmd.Ban) -> None:
     validate_name(c.name)
     _not_yourself(member, c.name, "ban")
     target = server.state.lookup(c.name)
-    if target is not None:
-        name = target.name
-    else:
-        name = await server.find_elsewhere(c.name) or c.name
+    name = await _spelling(server, target, c.name)
     address = None
     if target is not None and await _easily_renamed(server, target):
         address = target.ip  # hold its address too
@@ -320,10 +325,7 @@ async def _mute(server: ChatServer, member: Member, c: cmd.Mute) -> None:
     validate_name(c.name)
     _not_yourself(member, c.name, "mute")
     target = server.state.lookup(c.name)
-    if target is not None:
-        name = target.name
-    else:
-        name = await server.find_elsewhere(c.name) or c.name
+    name = await _spelling(server, target, c.name)
     await server.moderation.mute(name, by=member.name, minutes=c.minutes)
     event = ev.Moderation("mute", name, member.name, minutes=c.minutes)
     room = None
