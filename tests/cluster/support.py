@@ -117,6 +117,7 @@ class NodeProcess:
         self.port = 0
         self.joined = trio.Event()
         self.ended = trio.Event()
+        self._logged = trio.Event()  # set (and replaced) at every line
         self.clients: list = []
 
     async def read_log(self) -> None:
@@ -131,6 +132,8 @@ class NodeProcess:
                 for line in lines:
                     text = line.decode(errors="replace")
                     self.log.append(text)
+                    self._logged.set()
+                    self._logged = trio.Event()
                     found = re.search(r"listening on 127\.0\.0\.1 port (\d+)", text)
                     if found:
                         self.port = int(found[1])
@@ -138,6 +141,16 @@ class NodeProcess:
                         self.joined.set()
         finally:
             self.ended.set()
+
+    async def logs(self, text: str) -> str:
+        """Until the node logs a line holding ``text`` (from now on); returns it."""
+        seen = len(self.log)
+        while True:
+            for line in self.log[seen:]:
+                if text in line:
+                    return line
+            seen = len(self.log)
+            await self._logged.wait()
 
     async def connect(self, name: str, room: str = "dev", **handshake: object):
         from tests.helpers import LineClient

@@ -206,12 +206,11 @@ async def test_a_publish_whose_answer_is_lost_is_neither_refused_nor_repeated(
     if lost == "answer":  # Redis ran it: it is delivered already
         await b.rec.wait_for(lambda: b.rec.texts("dev") == ["before", "in doubt"])
     cutter.release()
-
-    async def resolved() -> bool:
-        return a.bp.statistics().publishes_in_doubt == 0 and a.bp.available
-
-    await eventually(resolved)
+    with trio.fail_after(5):
+        await a.bp.wait_available()
+    # (the publish in doubt goes first, in the same pipeline if not before)
     await a.bp.publish("dev", [("Mina", ["after"])])
+    assert a.bp.statistics().publishes_in_doubt == 0
     for node in (a, b):
         await node.rec.wait_for(lambda node=node: len(node.rec.ids("dev")) >= 3)
         assert node.rec.texts("dev") == ["before", "in doubt", "after"]
@@ -227,14 +226,13 @@ async def test_a_moderation_action_waits_for_redis_then_reaches_the_others(
     a = await start_node("a", url=f"redis://127.0.0.1:{port}/0", presence_ttl=4)
     b = await start_node("b")
     cutter.cut_everything()  # a alone loses Redis
-
-    async def a_is_down() -> bool:
-        return not a.bp.available
-
-    await eventually(a_is_down)
+    with trio.fail_after(5):
+        await a.bp.wait_available(False)
     topic = ev.Topic("dev", "news at noon", "Mina", 1.5)
     a.bp.announce_moderation(topic)
-    await trio.sleep(0.5)  # an outage, not a blip (shorter than a giving up, 2.8 s)
+    await trio.testing.wait_all_tasks_blocked()
+    # Redis is away: it is held (the code before published it at once, and lost it).
+    assert [p for _, p in a.bp._pending_notices if p.startswith("T\ta\tdev")]
     cutter.release()
     await b.rec.wait_for(lambda: b.rec.moderated == [topic])
     assert a.rec.moderated == []  # (its own are not echoed back)
