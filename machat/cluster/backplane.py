@@ -51,7 +51,7 @@ from coredis.retry import ConstantRetryPolicy
 
 from ..protocol import events as ev
 from ..protocol.handshake import fold_name
-from ..server.passes import Row
+from ..server.passes import RoomPass, Row
 from . import resp, scripts, wire
 from .errors import ClusterUnavailable, PublishInDoubt
 from .feed import RoomFeed
@@ -134,8 +134,8 @@ class ClusterConfig:
 class Listener(Protocol):
     """What the backplane tells the server.  Every method is synchronous."""
 
-    def room_messages(self, room_key: str, rows: list[Row]) -> None:
-        """Messages (rows) of a room open on this node, in id order, each once."""
+    def room_messages(self, room_key: str, messages: RoomPass) -> None:
+        """Messages of a room open on this node, in id order, each once."""
 
     def members_here(self, room_key: str) -> int:
         """How many members a room open here has on this node (what a hand-over of its
@@ -308,9 +308,9 @@ class Backplane:
         self._in_doubt: list[_Publish] = []
         self._publish_conn: resp.RedisConnection | None = None
 
-        # Messages (rows) ready for the listener, per room, in order: the deliverer
-        # hands each room everything that came in one go as one pass (`_emit`).
-        self._ready: dict[str, list[Row]] = {}
+        # Messages ready for the listener, per room, in order: the deliverer hands
+        # each room everything that came in one go as one pass (`_emit`).
+        self._ready: dict[str, list[RoomPass]] = {}
         self._ready_changed = trio.Event()
         self._handed_over_at: dict[str, float] = {}  # room key -> its last hand-over
         self._remote_at: dict[str, float] = {}  # room key -> another node's last batch
@@ -733,7 +733,7 @@ class Backplane:
         room.feed = RoomFeed(epoch, seq)
         early, room.early = room.early or [], None
         for batch in early:
-            self._offer(room, batch.epoch, batch.rows(room.name))
+            self._offer(room, batch.epoch, batch.room_pass(room.name))
         room.opened.set()
         return room.feed.last
 
@@ -1097,7 +1097,7 @@ class Backplane:
         try:
             room = self._by_channel.get(channel)
             if room is not None:
-                if data.startswith("M"):
+                if data.startswith("R"):
                     batch = wire.decode_batch(data)
                     self._batches_received += 1
                     if batch.origin != self.node:
@@ -1105,7 +1105,7 @@ class Backplane:
                     if room.early is not None:
                         room.early.append(batch)
                     else:
-                        self._offer(room, batch.epoch, batch.rows(room.name))
+                        self._offer(room, batch.epoch, batch.room_pass(room.name))
                 else:
                     origin, event = wire.decode_room_notice(data, room.name)
                     if origin != self.node:
@@ -1132,42 +1132,43 @@ class Backplane:
         except wire.WireError as exc:
             logger.warning("cluster: ignoring a payload on %s: %s", channel, exc)
 
-    def _offer(self, room: _Room, epoch: int, rows: list[Row]) -> None:
+    def _offer(self, room: _Room, epoch: int, batch: RoomPass) -> None:
         feed = room.feed
         restarts = feed.restarts
-        out = feed.offer(epoch, rows)
+        out = feed.offer_pass(epoch, batch)
         if feed.restarts != restarts:
             logger.warning("cluster: room %s's stream was lost; restarted at %d", room.name, epoch)
-        if out:
+        if out is not None:
             self._emit(room.key, out)
         if feed.first_ahead() is not None:
             self._start_fill(room)
 
     # -- handing messages to the listener ------------------------------------------------
 
-    def _emit(self, key: str, rows: list[Row]) -> None:
-        """Queue a room's next messages for the deliverer (``rows`` is the caller's
-        own new list, which this keeps and extends)."""
+    def _emit(self, key: str, messages: RoomPass) -> None:
+        """Queue a room's next messages for the deliverer."""
         self._received += 1
         ready = self._ready.get(key)
         if ready is None:
-            self._ready[key] = rows
+            self._ready[key] = [messages]
             self._ready_changed.set()
         else:
-            ready += rows
+            ready.append(messages)
 
     def _flush_ready(self, key: str) -> None:
         """Hand a room's queued messages over now (before a notice for that room)."""
-        rows = self._ready.pop(key, None)
-        if rows:
-            self._hand_over(key, rows)
+        passes = self._ready.pop(key, None)
+        if passes:
+            self._hand_over(key, passes)
 
-    def _hand_over(self, key: str, rows: list[Row]) -> None:
+    def _hand_over(self, key: str, passes: list[RoomPass]) -> None:
+        """Give the listener a room's queued passes as one (their text joined once)."""
         self._held_until.pop(key, None)
         if key in self._rooms:  # (not for a room closed meanwhile: nothing to keep)
             self._handed_over_at[key] = trio.current_time()
-        self._delivered += len(rows)
-        self._listener.room_messages(key, rows)
+        messages = RoomPass.joined(passes)
+        self._delivered += len(messages)
+        self._listener.room_messages(key, messages)
 
     async def _deliverer(self) -> None:
         """Hand the listener each room's queued messages as one pass.
@@ -1259,7 +1260,7 @@ class Backplane:
                     out += feed.skip(upto)
                 if out:
                     self._gaps_filled += 1
-                    self._emit(room.key, out)
+                    self._emit(room.key, RoomPass.of_rows(out))
                 if len(rows) < FILL_CHUNK and feed.gap() is None:
                     return
                 if feed.last < start:

@@ -2,10 +2,11 @@
 
 Pure bookkeeping, no I/O (tested with hypothesis).  Batches arrive from the room's
 pub/sub channel, and stored entries from the room's stream when a gap is filled;
-both go through `RoomFeed.offer`, which returns what may be delivered now: every id
-once, in order.  Messages are rows (room, sender, text, id, ts), as a room's pass
-keeps them (`machat.server.passes`).  What is ahead of a gap waits until the gap is filled from the
-stream, or given up (`skip`) when the stream no longer holds it.
+both go through `RoomFeed.offer` (a batch through `RoomFeed.offer_pass`), which
+returns what may be delivered now: every id once, in order.  Messages are rows
+(room, sender, text, id, ts), as a room's pass keeps them (`machat.server.passes`).
+What is ahead of a gap waits until the gap is filled from the stream, or given up
+(`skip`) when the stream no longer holds it.
 
 The epoch is the id a room's stream started after (see `scripts.PUBLISH`): a larger
 epoch means Redis lost the stream and a new one began above every id used before,
@@ -14,7 +15,7 @@ so nothing more of the old one can come and delivery continues in the new one.
 
 from __future__ import annotations
 
-from ..server.passes import Row
+from ..server.passes import RoomPass, Row
 
 __all__ = ["RoomFeed"]
 
@@ -70,6 +71,18 @@ class RoomFeed:
             if row[3] > last:
                 ahead[row[3]] = row
         return self._drain()
+
+    def offer_pass(self, epoch: int, batch: RoomPass) -> RoomPass | None:
+        """`offer` of a pass (a batch from the subscription): the pass itself when it
+        is exactly what comes next, without a look at its rows; else what its rows
+        make deliverable, as one pass (None if nothing)."""
+        if epoch == self.epoch and not self._ahead and batch.first_id == self.last + 1:
+            self.last = batch.last_id
+            if self.last > self.head:
+                self.head = self.last
+            return batch
+        rows = self.offer(epoch, batch.rows)
+        return RoomPass.of_rows(rows) if rows else None
 
     def _drain(self) -> list[Row]:
         out = []

@@ -35,7 +35,7 @@ from ..server import admin
 from ..server.accounts import Accounts
 from ..server.config import ServerConfig
 from ..server.member import Member, deliver_event
-from ..server.passes import RoomPass, Row
+from ..server.passes import RoomPass
 from ..server.room import Room
 from ..server.server import ChatServer, ServerStatistics
 from ..server.state import EventLog, Group, report_sent
@@ -166,10 +166,10 @@ class ClusterRoom(Room):
             for _ in range(count):
                 member.send_event(error)
 
-    def deliver_cluster(self, rows: list[Row]) -> None:
-        """Messages (rows) from the cluster, in id order: fan them out here."""
-        self.last_id = rows[-1][3]
-        self._deliver(RoomPass.of_rows(rows))
+    def deliver_cluster(self, messages: RoomPass) -> None:
+        """Messages from the cluster, in id order: fan them out here."""
+        self.last_id = messages.last_id
+        self._deliver(messages)
         if self._waiters:
             last = self.last_id
             waiting = []
@@ -248,6 +248,9 @@ class ClusterServer(ChatServer):
         )
         # The state tells its one event log of joins, leaves and renames: tee it.
         state._log = _ClusterLog(self.backplane, state._log)
+        # History is read from the rooms' streams in Redis (`read_recent`,
+        # `read_since`): a copy here would cost every message its rows for nothing.
+        state.keeps_history = False
         #: Members whose name this node claimed, until they leave.
         self._claimed: dict[str, Member] = {}
         self._commands: dict[type, Callable[[Member, Any], Any]] = {
@@ -516,10 +519,10 @@ class ClusterServer(ChatServer):
             logger.warning("cluster: cannot re-read the moderation state: %s", exc.message)
         await admin.carry_out(self, event)
 
-    def room_messages(self, room_key: str, rows: list[Row]) -> None:
+    def room_messages(self, room_key: str, messages: RoomPass) -> None:
         room = self.state.rooms.get(room_key)
         if isinstance(room, ClusterRoom):
-            room.deliver_cluster(rows)
+            room.deliver_cluster(messages)
 
     def members_here(self, room_key: str) -> int:
         room = self.state.rooms.get(room_key)

@@ -17,10 +17,11 @@ __all__ = ["CLAIM", "GROUP", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ", "ROSTER
 #: Append a batch of lines to a room: number them, store them, publish them.
 #:
 #: KEYS: meta, log.  ARGV: channel, maxlen, node, incarnation, batch seq, floor,
-#: count, the lines as one string (sender, text, sender, text, ... joined by
-#: newlines, which neither holds: one argument, not two per line, keeps the
-#: client's cost per call down), then the keys' expiry in ms.  Returns {first id,
-#: epoch, ts, duplicate}.
+#: count, the lines as one string (the text wire format, ``sender:text`` and a
+#: newline each: a name holds no colon, a text no newline; one argument, not two
+#: per line, keeps the client's cost per call down, and the batch published carries
+#: it as it is, for the nodes to hand to their members), then the keys' expiry in
+#: ms.  Returns {first id, epoch, ts, duplicate}.
 #:
 #: ``epoch`` is the id the room's current stream began after.  When the meta is
 #: missing (a new room, or Redis lost it) a new stream starts after the larger of
@@ -56,8 +57,8 @@ local maxlen = ARGV[2]
 local body = ARGV[8]
 local pos = 1
 for i = 0, n - 1 do
-  local a = string.find(body, '\n', pos, true)
-  local b = string.find(body, '\n', a + 1, true) or (#body + 1)
+  local a = string.find(body, ':', pos, true)
+  local b = string.find(body, '\n', a + 1, true)
   redis.call('XADD', log, 'MAXLEN', '~', maxlen, string.format('%d', first + i) .. '-0',
              'f', string.sub(body, pos, a - 1), 't', string.sub(body, a + 1, b - 1), 's', ts)
   pos = b + 1
@@ -67,7 +68,7 @@ redis.call('HSET', meta, 'n:' .. node,
            inc .. '\t' .. seq .. '\t' .. sfirst .. '\t' .. epoch .. '\t' .. ts)
 redis.call('PEXPIRE', meta, ARGV[9])
 redis.call('PEXPIRE', log, ARGV[9])
-local head = 'M\t' .. epoch .. '\t' .. sfirst .. '\t' .. ts .. '\t' .. n .. '\t' .. node
+local head = 'R\t' .. epoch .. '\t' .. sfirst .. '\t' .. ts .. '\t' .. n .. '\t' .. node
 if n > 0 then
   redis.call('PUBLISH', ARGV[1], head .. '\n' .. body)
 end

@@ -5,11 +5,17 @@ records by newlines.  That is safe because names and rooms are ASCII without eit
 and chat text never holds a newline (it is one line) -- it may hold tabs, so text is
 always the last field of its record.
 
+A batch's lines are the text wire format itself (``sender:text``, a line each, as
+members receive them; a name holds no colon): a node hands them to its members as
+they came, without a look at each.  The tag ``R`` replaced ``M`` (a sender and a
+text a line each) when that changed, so a node of either kind ignores the other's
+batches (and fills the gap from the room's stream) rather than misread them.
+
 Room channel (``room:R``)::
 
-    M<TAB>epoch<TAB>first id<TAB>ts<TAB>count<TAB>origin node   a batch (the Lua script
-    sender 1                                                   writes it): ``count``
-    text 1                                                     messages with ids
+    R<TAB>epoch<TAB>first id<TAB>ts<TAB>count<TAB>origin node   a batch (the Lua script
+    sender 1:text 1                                            writes it): ``count``
+    sender 2:text 2                                            messages with ids
     ...                                                        first, first+1, ...
     J<TAB>origin<TAB>name                                      joined
     L<TAB>origin<TAB>name<TAB>reason                           left
@@ -36,7 +42,8 @@ from collections.abc import Iterable
 import attrs
 
 from ..protocol import events as ev
-from ..server.passes import Row
+from ..protocol.formatting import text_run
+from ..server.passes import RoomPass
 
 __all__ = [
     "Batch",
@@ -65,26 +72,14 @@ class Batch:
     epoch: int
     first: int
     ts: float
+    count: int
     origin: str
-    #: sender, text, sender, text, ...
-    fields: list[str]
+    #: The messages in the text wire format: ``sender:text\n`` each.
+    lines: str
 
-    @property
-    def count(self) -> int:
-        return len(self.fields) // 2
-
-    def rows(self, room: str) -> list[Row]:
-        """The messages as (room, sender, text, id, ts) rows."""
-        fields, ts = self.fields, self.ts
-        return [
-            (room, sender, text, i, ts)
-            for i, sender, text in zip(
-                range(self.first, self.first + len(fields) // 2),
-                fields[::2],
-                fields[1::2],
-                strict=True,
-            )
-        ]
+    def room_pass(self, room: str) -> RoomPass:
+        """The messages as a pass of ``room`` (its rows made only if asked for)."""
+        return RoomPass.of_text(room, self.first, self.count, self.lines.encode(), self.ts)
 
 
 @attrs.frozen
@@ -100,24 +95,24 @@ Run = tuple[str, list[str] | tuple[str, ...]]
 
 
 def encode_lines(runs: Iterable[Run]) -> str:
-    """The body of a publish (`scripts.PUBLISH`): sender, text, sender, text, ... one
-    per line, made from runs of one sender's texts with one join per run."""
-    return "\n".join([f"{sender}\n" + f"\n{sender}\n".join(texts) for sender, texts in runs])
+    """The body of a publish (`scripts.PUBLISH`): the text wire format of the lines,
+    given as runs of one sender's texts, with one join per run."""
+    return "".join([text_run(sender, texts) for sender, texts in runs])
 
 
 def decode_batch(payload: str) -> Batch:
-    head, _, body = payload.partition("\n")
+    head, _, lines = payload.partition("\n")
     parts = head.split("\t")
-    if len(parts) != 6 or parts[0] != "M":
+    if len(parts) != 6 or parts[0] != "R":
         raise WireError(f"bad batch header {head[:80]!r}")
     try:
         epoch, first, ts, count = int(parts[1]), int(parts[2]), float(parts[3]), int(parts[4])
     except ValueError:
         raise WireError(f"bad batch header {head[:80]!r}") from None
-    fields = body.split("\n") if count else []
-    if len(fields) != 2 * count:
-        raise WireError(f"batch of {count} with {len(fields)} fields")
-    return Batch(epoch, first, ts, parts[5], fields)
+    newlines = lines.count("\n")
+    if newlines != count or (count and not lines.endswith("\n")):
+        raise WireError(f"batch of {count} with {newlines} newlines")
+    return Batch(epoch, first, ts, count, parts[5], lines)
 
 
 def encode_notice(origin: str, event: ev.Join | ev.Leave | ev.Nick) -> str:

@@ -1,11 +1,14 @@
 """What a room publishes in one fan-out pass, made once for all who keep it.
 
-A pass is consecutive messages of one room.  The room makes, once, the two forms
-that the rest of the server reads: the text-format bytes it sends (which the
-``--db`` store keeps as they are) and a plain tuple per message (which the history
-ring keeps).  `ev.Message` events are built only if someone asks for them (a JSON
-member, a transcript): a frozen event costs three times a tuple, and on the burst
-path it was a third of the pass's own work.
+A pass is consecutive messages of one room, in the two forms that the rest of the
+server reads: the text-format bytes it sends (which the ``--db`` store keeps as they
+are) and a plain tuple per message (which the history ring keeps).  A room's own
+pass makes both at once.  A pass from the cluster arrives in the text format
+(`RoomPass.of_text`) and makes its rows only if someone asks for them (a JSON member,
+the ``--db`` store): on a cluster node, whose history is Redis's, nobody does.
+`ev.Message` events are built only on demand too (a JSON member, a transcript): a
+frozen event costs three times a tuple, and on the burst path it was a third of the
+pass's own work.
 
 Pure bookkeeping: no trio, no I/O.
 """
@@ -26,13 +29,15 @@ Row = tuple[str, str, str, int, float]
 class RoomPass:
     """``rows``: consecutive messages of ``room``, ids ascending by one from
     ``first_id``; ``text``: their text format; ``ts``: the time they share, or None
-    when they do not all have one (a pass from the cluster)."""
+    when they do not all have one (passes from the cluster joined)."""
 
-    __slots__ = ("_messages", "first_id", "room", "rows", "text", "ts")
+    __slots__ = ("_messages", "_parts", "_rows", "count", "first_id", "room", "text", "ts")
 
     def __init__(self, room: str, rows: list[Row], text: bytes, ts: float | None) -> None:
         self.room = room
-        self.rows = rows
+        self._rows: list[Row] | None = rows
+        self._parts: Sequence[RoomPass] = ()
+        self.count = len(rows)
         self.first_id = rows[0][3]
         self.text = text
         self.ts = ts
@@ -40,8 +45,8 @@ class RoomPass:
 
     @classmethod
     def of_rows(cls, rows: list[Row], text: bytes | None = None) -> RoomPass:
-        """A pass of rows (one room, consecutive ids), such as the cluster delivers;
-        ``text`` if their text format is at hand."""
+        """A pass of rows (one room, consecutive ids), such as a fill from the
+        cluster's stream; ``text`` if their text format is at hand."""
         first_ts = rows[0][4]
         same = all(row[4] == first_ts for row in rows)
         if text is None:
@@ -55,18 +60,72 @@ class RoomPass:
         made._messages = list(messages)
         return made
 
+    @classmethod
+    def of_text(cls, room: str, first_id: int, count: int, text: bytes, ts: float) -> RoomPass:
+        """``count`` messages in their text format, ``sender:text`` lines (a name holds
+        no colon, a text no newline), stamped ``ts``: the rows are made on demand."""
+        made = cls.__new__(cls)
+        made.room, made.first_id, made.count, made.text, made.ts = room, first_id, count, text, ts
+        made._rows, made._parts, made._messages = None, (), None
+        return made
+
+    @classmethod
+    def joined(cls, passes: Sequence[RoomPass]) -> RoomPass:
+        """Consecutive passes of one room as one: their text joined once, their rows
+        (if asked for) theirs."""
+        if len(passes) == 1:
+            return passes[0]
+        first = passes[0]
+        ts = first.ts if all(p.ts == first.ts for p in passes) else None
+        made = cls.__new__(cls)
+        made.room, made.first_id, made.ts = first.room, first.first_id, ts
+        made.count = sum([p.count for p in passes])
+        made.text = b"".join([p.text for p in passes])
+        made._rows, made._parts, made._messages = None, passes, None
+        return made
+
     def __repr__(self) -> str:
         return f"<RoomPass {self.room} {self.first_id}..{self.last_id}>"
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.count
 
     @property
     def last_id(self) -> int:
-        return self.first_id + len(self.rows) - 1
+        return self.first_id + self.count - 1
+
+    @property
+    def rows(self) -> list[Row]:
+        """The messages as (room, sender, text, id, ts) rows (made on the first call
+        for a pass from the cluster)."""
+        rows = self._rows
+        if rows is None:
+            if self._parts:
+                rows = [row for part in self._parts for row in part.rows]
+            else:
+                assert self.ts is not None  # (`of_text` stamps every message alike)
+                rows = _decode_text(self.room, self.first_id, self.text, self.ts)
+            self._rows = rows
+        return rows
+
+    def first_ts(self) -> float:
+        """The first message's time."""
+        if self.ts is not None:
+            return self.ts
+        return self._parts[0].first_ts() if self._parts else self.rows[0][4]
 
     def messages(self) -> list[ev.Message]:
         """The pass as events (made on the first call)."""
         if self._messages is None:
             self._messages = [ev.Message(*row) for row in self.rows]
         return self._messages
+
+
+def _decode_text(room: str, first_id: int, text: bytes, ts: float) -> list[Row]:
+    lines = text.decode("utf-8").split("\n")
+    lines.pop()  # (after the last newline)
+    rows: list[Row] = []
+    for i, line in enumerate(lines, first_id):
+        sender, _, said = line.partition(":")
+        rows.append((room, sender, said, i, ts))
+    return rows

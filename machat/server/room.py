@@ -203,7 +203,7 @@ class Room:
             sender = member.sender
             if not sender.send_nowait(data) and sender.overflowed:
                 member.evict_too_slow()
-        self.messages_out += len(self.members) * len(published.rows)
+        self.messages_out += len(self.members) * len(published)
         if self._on_messages is not None:
             self._on_messages(published)
 

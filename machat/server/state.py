@@ -90,6 +90,9 @@ class ChatState:
         self._log = log
         #: What makes a room: a cluster node puts its own `Room` subclass here.
         self.room_factory: Callable[..., Room] = Room
+        #: Whether rooms' passes go into ``history`` (a cluster node's history is
+        #: Redis's: it keeps none of its own).
+        self.keeps_history = True
         self.users: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}
         self.groups: dict[str, Group] = {}
@@ -248,7 +251,8 @@ class ChatState:
         return room
 
     def _record(self, published: RoomPass) -> None:
-        self.history.record_rows(published.rows)
+        if self.keeps_history:
+            self.history.record_rows(published.rows)
         if self._on_messages is not None:
             self._on_messages(published)
 

@@ -164,7 +164,7 @@ def _batch_rows(passes: list[RoomPass]) -> list[_Row]:
 
 def _row(run: list[RoomPass]) -> _Row:
     first = run[0]
-    ts = first.rows[0][4]
+    ts = first.first_ts()
     ts_us = round(ts * 1e6)
     lines = first.text if len(run) == 1 else b"".join([p.text for p in run])
     if all(p.ts == ts for p in run):  # one pass, or passes of one time

@@ -16,7 +16,8 @@ import trio
 
 from machat.cluster import Backplane, ClusterConfig
 from machat.protocol import events as ev
-from machat.server.passes import Row
+from machat.protocol.formatting import encode_rows_text
+from machat.server.passes import RoomPass
 from tests.cluster.support import ROOT, NodeProcess, RedisProcess, node_command
 
 
@@ -63,7 +64,10 @@ class Recorder:
         return [m.text for m in self.messages.get(room, [])]
 
     # -- Listener --
-    def room_messages(self, room_key: str, rows: list[Row]) -> None:
+    def room_messages(self, room_key: str, messages: RoomPass) -> None:
+        rows = messages.rows
+        assert messages.text == encode_rows_text(rows)  # what the members are sent
+        assert (messages.first_id, messages.last_id) == (rows[0][3], rows[-1][3])
         self.messages.setdefault(room_key, []).extend(ev.Message(*row) for row in rows)
         self.hand_overs.append((room_key, [row[3] for row in rows]))
         self.timeline.append([row[3] for row in rows])

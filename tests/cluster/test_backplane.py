@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from machat.cluster import ClusterUnavailable
+from machat.cluster import ClusterUnavailable, wire
 from machat.cluster import backplane as backplane_module
 from machat.cluster.backplane import Group
 from machat.cluster.errors import PublishInDoubt
@@ -167,7 +167,7 @@ async def test_a_pipeline_loads_a_script_redis_forgot(start_node, redis) -> None
         request = backplane_module._Publish(
             [a.bp.keys.room_meta(room), a.bp.keys.room_log(room)],
             [a.bp.keys.room_channel(room), 1000, "a", a.bp.incarnation, 10_000 + len(requests),
-             0, 1, "Mina\nafter", 60_000],
+             0, 1, wire.encode_lines([("Mina", ["after"])]), 60_000],
             room, 1,
         )  # fmt: skip
         requests.append(request)

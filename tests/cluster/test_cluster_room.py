@@ -12,6 +12,7 @@ from machat.cluster.errors import ClusterUnavailable, PublishInDoubt
 from machat.cluster.node import ClusterRoom
 from machat.protocol.formatting import Format
 from machat.server.member import Member
+from machat.server.passes import RoomPass
 from tests.helpers import QueueSender
 
 
@@ -128,3 +129,33 @@ def test_stats_show_publishes_in_doubt_only_when_there_are_some() -> None:
         )
         line = ClusterStatistics(node, backplane, 2, 4, 2).format()
         assert line.endswith(f"node a; cluster: 2 nodes alive, 4 online, {tail}")
+
+
+class _Untouchable(RoomPass):
+    """A pass from the cluster whose rows must not be needed."""
+
+    @property
+    def rows(self) -> list:
+        raise AssertionError("the pass's rows were made")
+
+
+def test_a_batch_reaches_text_members_as_it_came_without_rows() -> None:
+    """What the cluster delivers is handed on as its bytes: no row is made for a
+    member of the text format (nor for history: Redis keeps it)."""
+    from machat.server.state import ChatState
+
+    state = ChatState(lambda fn: None)
+    state.keeps_history = False
+    state.room_factory = lambda name, **options: ClusterRoom(
+        name, backplane=_Backplane(), **options  # type: ignore[arg-type]
+    )
+    sender = QueueSender(1 << 20)
+    mina = Member("Mina", Format.TEXT, sender)
+    state.register(mina)
+    room = state.join(mina, "dev")
+    assert isinstance(room, ClusterRoom)
+    sender.take_nowait()  # (her join)
+    text = b"Bob:hi\nWes:yo\n"
+    room.deliver_cluster(_Untouchable.of_text("dev", 41, 2, text, 1.5))
+    assert sender.take_nowait() == text
+    assert room.last_id == 42

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machat.cluster import RoomFeed
-from machat.server.passes import Row
+from machat.protocol.formatting import encode_rows_text
+from machat.server.passes import RoomPass, Row
 
 EPOCH = 1_000_000
 
@@ -46,6 +47,28 @@ def test_each_id_once_in_order_and_a_fill_completes_it(case: tuple[int, list]) -
         out += [m[3] for m in feed.offer(EPOCH, msgs(EPOCH + 1, total))]
     assert out == list(range(EPOCH + 1, EPOCH + total + 1))
     assert feed.gap() is None
+
+
+@settings(deadline=None)
+@given(deliveries())
+def test_batches_offered_as_passes_come_out_as_their_rows_would(case: tuple[int, list]) -> None:
+    """`offer_pass` (a batch from the subscription, its rows not made) delivers
+    what `offer` of its rows does; the pass itself when it is exactly what is next."""
+    _, offered = case
+    by_rows, by_passes = RoomFeed(), RoomFeed()
+    for first, size in offered:
+        rows = msgs(first, size)
+        batch = RoomPass.of_text("dev", first, size, encode_rows_text(rows), 0.0)
+        expected = by_rows.offer(EPOCH, rows)
+        next_in_line = (
+            by_passes.epoch == EPOCH
+            and by_passes.first_ahead() is None
+            and first == by_passes.last + 1
+        )
+        got = by_passes.offer_pass(EPOCH, batch)
+        assert (got.rows if got is not None else []) == expected
+        assert (got is batch) == next_in_line
+        assert (by_passes.last, by_passes.head) == (by_rows.last, by_rows.head)
 
 
 def test_starting_point_is_respected() -> None:

@@ -8,22 +8,36 @@ from hypothesis import strategies as st
 
 from machat.cluster import wire
 from machat.protocol import events as ev
+from machat.protocol.formatting import encode_messages_text
 
 
 def test_batch_as_the_publish_script_writes_it() -> None:
-    payload = "M\t100\t101\t1764582609.000123\t2\tnode-a\nMina\nhello\tthere\nBob\n:)"
+    payload = "R\t100\t101\t1764582609.000123\t2\tnode-a\nMina:hello\tthere\nBob::) é\n"
     batch = wire.decode_batch(payload)
-    assert (batch.epoch, batch.first, batch.origin) == (100, 101, "node-a")
+    assert (batch.epoch, batch.first, batch.count, batch.origin) == (100, 101, 2, "node-a")
     assert batch.ts == 1764582609.000123
-    assert batch.rows("Dev") == [
+    made = batch.room_pass("Dev")
+    assert made.text == "Mina:hello\tthere\nBob::) é\n".encode()  # as members get it
+    assert (made.first_id, made.last_id, made.ts) == (101, 102, 1764582609.000123)
+    assert made.rows == [
         ("Dev", "Mina", "hello\tthere", 101, 1764582609.000123),
-        ("Dev", "Bob", ":)", 102, 1764582609.000123),
+        ("Dev", "Bob", ":) é", 102, 1764582609.000123),
     ]
 
 
 @pytest.mark.parametrize(
     "payload",
-    ["M\t1\t2\t3\t2\tn\nMina\thi", "M\t1\tx\t3\t1\tn\nMina\nhi", "Q\t1", "M\t1\t2\t3\t1\nMina\nhi"],
+    [
+        "R\t1\t2\t3\t2\tn\nMina:hi\n",  # fewer lines than its count
+        "R\t1\t2\t3\t1\tn\nMina:hi\nBob:yo\n",  # more
+        "R\t1\t2\t3\t1\tn\nMina:hi",  # no newline after the last
+        "R\t1\tx\t3\t1\tn\nMina:hi\n",
+        "Q\t1",
+        "R\t1\t2\t3\t1\nMina:hi\n",  # no origin
+        # The batch of the nodes before the text format (a sender and a text a line
+        # each): refused, not read as lines.
+        "M\t1\t2\t3\t1\tn\nMina\nhi",
+    ],
 )
 def test_bad_batches_are_refused(payload: str) -> None:
     with pytest.raises(wire.WireError):
@@ -95,11 +109,15 @@ def test_bad_moderation_payloads_are_refused(payload: str) -> None:
         max_size=5,
     )
 )
-def test_a_publish_body_is_sender_and_text_a_line_each(runs) -> None:
-    """One join per run writes what the publish script splits: sender, text, ... and a
-    batch the script makes of it decodes to the same lines, in order."""
+def test_a_publish_body_is_the_text_format_of_its_lines(runs) -> None:
+    """One join per run writes the lines as members get them, ``sender:text`` each
+    (what the publish script splits at the first colon), and a batch the script
+    makes of it decodes to the same lines, in order."""
     lines = [(sender, text) for sender, texts in runs for text in texts]
     body = wire.encode_lines(runs)
-    assert body == "\n".join(field for line in lines for field in line)
-    batch = wire.decode_batch(f"M\t100\t101\t1.5\t{len(lines)}\tnode-a\n{body}")
-    assert [(row[1], row[2]) for row in batch.rows("dev")] == lines
+    assert body.encode() == encode_messages_text(
+        [ev.Message("dev", sender, text, 1, 1.5) for sender, text in lines]
+    )
+    batch = wire.decode_batch(f"R\t100\t101\t1.5\t{len(lines)}\tnode-a\n{body}")
+    assert batch.room_pass("dev").text == body.encode()
+    assert [(row[1], row[2]) for row in batch.room_pass("dev").rows] == lines

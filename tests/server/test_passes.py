@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from machat.protocol import events as ev
-from machat.protocol.formatting import encode_messages_text
+from machat.protocol.formatting import encode_messages_text, encode_rows_text
 from machat.server.passes import RoomPass
 
 
@@ -51,3 +51,49 @@ def test_of_rows_is_of_messages_of_the_same_messages(said) -> None:
     assert made.text == like.text
     assert made.ts == like.ts
     assert made.messages() == like.messages()
+
+
+#: (sender, text) of messages as chat lines hold them: a text holds no newline.
+LINES = st.lists(
+    st.tuples(
+        st.sampled_from(["Mina", "Bob"]),
+        st.text(st.characters(codec="utf-8", exclude_characters="\n\r"), max_size=8),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(LINES)
+def test_of_text_makes_the_rows_of_rows_own_text(said) -> None:
+    """A pass from the cluster (its text format and its first id, count and time)
+    is, once asked for its rows, the pass its rows make."""
+    rows = [("dev", s, t, 10 + i, 2.5) for i, (s, t) in enumerate(said)]
+    text = encode_rows_text(rows)
+    made = RoomPass.of_text("dev", 10, len(rows), text, 2.5)
+    assert (made.first_id, made.last_id, len(made), made.ts, made.text) == (
+        10,
+        9 + len(rows),
+        len(rows),
+        2.5,
+        text,
+    )
+    assert made.rows == rows
+    assert made.messages() == RoomPass.of_rows(rows).messages()
+
+
+@given(st.lists(st.tuples(LINES, st.sampled_from([1.0, 2.5])), min_size=1, max_size=4))
+def test_joined_passes_are_one_pass_of_all_their_messages(parts) -> None:
+    passes, rows = [], []
+    for said, ts in parts:
+        first = 10 + len(rows)
+        these = [("dev", s, t, first + i, ts) for i, (s, t) in enumerate(said)]
+        passes.append(RoomPass.of_text("dev", first, len(these), encode_rows_text(these), ts))
+        rows += these
+    made = RoomPass.joined(passes)
+    like = RoomPass.of_rows(rows)
+    assert (made.first_id, made.last_id, len(made)) == (like.first_id, like.last_id, len(like))
+    assert made.text == like.text
+    assert made.ts == like.ts  # the time they share, or None
+    assert made.first_ts() == rows[0][4]
+    assert made.rows == rows
