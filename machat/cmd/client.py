@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import random
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -169,18 +170,42 @@ def _unexpected(exc: BaseException) -> int:
     return 1
 
 
+#: The exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
+
+
+async def run_until_interrupted(config: ClientConfig) -> int:
+    """`client.run_with_login` until it returns, or until SIGINT (Ctrl-C), which
+    cancels it: the session unwinds as from any cancellation, instead of taking a
+    KeyboardInterrupt wherever it happens to be (which could leave a coroutine made
+    and never awaited, and Python's warning about it on the way out)."""
+    code = INTERRUPTED
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with trio.open_nursery() as nursery:
+
+            async def session() -> None:
+                nonlocal code
+                code = await client.run_with_login(config)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(session)
+            async for _ in interrupts:
+                nursery.cancel_scope.cancel()
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config, log_level = parse_args(argv)
     logging.basicConfig(
         level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return trio.run(client.run_with_login, config)
-    except KeyboardInterrupt:
-        return 130
+        return trio.run(run_until_interrupted, config)
+    except KeyboardInterrupt:  # (before the signal receiver is in place)
+        return INTERRUPTED
     except BaseExceptionGroup as group:
         if group.subgroup(KeyboardInterrupt) is not None:
-            return 130
+            return INTERRUPTED
         return _unexpected(group)
     except Exception as exc:
         return _unexpected(exc)
