@@ -11,7 +11,9 @@ Design (after Centrifugo's Redis engine):
   of the node's CPU); coredis does the rest.  Every node -- the sender's too -- delivers
   from its subscription through a `RoomFeed`: in id order, each id once, gaps filled
   from the stream (``XRANGE``).  A publish carries (incarnation, batch number), so a
-  retry after a lost reply is not added twice.
+  retry after a lost reply is not added twice; and its batch, when the node's own
+  subscription brings it back, says that Redis ran it, so a publish whose reply
+  was lost after that is settled without a retry.
 - **Epochs.**  A room's stream starts after its epoch: Redis's clock in microseconds
   when it began, or higher.  If Redis comes back without it, the next publish starts
   a new stream above every id used before; nodes notice the new epoch.
@@ -95,6 +97,9 @@ GATHER = 0.001
 GATHER_MEMBERS = 16
 #: A room is busy if its last hand-over was less than this many gather times ago.
 BUSY_GATHERS = 10
+#: This node's latest batches seen on the subscription, kept by batch number for a
+#: publish whose answer is lost (`Backplane._came_back`).
+OWN_BATCHES_KEPT = 1024
 
 
 @attrs.frozen
@@ -299,6 +304,9 @@ class Backplane:
         self._sub_pinged = -math.inf  # and when it was last pinged
         self._sessions = 0
         self._batch_seq = itertools.count(1)
+        #: batch number -> the script's reply, for this node's batches the
+        #: subscription brought back (the latest `OWN_BATCHES_KEPT`).
+        self._own_batches: dict[int, list[Any]] = {}
         # Publishes asked for and not yet sent: the publisher sends them together.
         self._to_publish: list[_Publish] = []
         self._publish_wanted = trio.Event()
@@ -798,18 +806,21 @@ class Backplane:
         key = fold_name(room)
         config = self.config
         count = sum(len(texts) for _, texts in runs)
+        seq = next(self._batch_seq)
         args: list[str | int] = [
             self.keys.room_channel(key),
             config.stream_length,
             self.node,
             self.incarnation,
-            next(self._batch_seq),
+            seq,
             floor,
             count,
             wire.encode_lines(runs),
             int(config.room_ttl * 1000),
         ]
-        request = _Publish([self.keys.room_meta(key), self.keys.room_log(key)], args, key, count)
+        request = _Publish(
+            [self.keys.room_meta(key), self.keys.room_log(key)], args, key, count, seq
+        )
         self._to_publish.append(request)
         self._publish_wanted.set()
         await request.done.wait()
@@ -904,7 +915,18 @@ class Backplane:
     def _fail(self, request: _Publish, error: BaseException, *, in_doubt: bool) -> None:
         """A publish that failed: refused if Redis cannot have taken it, else in doubt
         until Redis answers a new attempt (which, for one already in doubt, any
-        failure is: its first attempt may have been taken)."""
+        failure is: its first attempt may have been taken) or the subscription
+        brings its batch back (`_came_back`)."""
+        if (in_doubt or request.resent) and not isinstance(error, resp.ReplyError):
+            reply = self._own_batches.get(request.seq)
+            if reply is not None:  # Redis ran it: the answer, not the publish, was lost
+                logger.info(
+                    "cluster: the answer to a publish to %s was lost, but its batch came "
+                    "back on the subscription: published",
+                    request.room_key,
+                )
+                self._succeed(request, reply)
+                return
         if request.resent and not isinstance(error, resp.ReplyError):
             self._in_doubt.append(request)
         elif request.resent:
@@ -1102,6 +1124,8 @@ class Backplane:
                     self._batches_received += 1
                     if batch.origin != self.node:
                         self._remote_at[room.key] = trio.current_time()
+                    else:
+                        self._came_back(batch)
                     if room.early is not None:
                         room.early.append(batch)
                     else:
@@ -1131,6 +1155,20 @@ class Backplane:
                     self._listener.broadcast(decoded[1])
         except wire.WireError as exc:
             logger.warning("cluster: ignoring a payload on %s: %s", channel, exc)
+
+    def _came_back(self, batch: wire.Batch) -> None:
+        """One of this node's batches, on the subscription: Redis ran that publish.
+        Kept a while, for a publish whose answer is lost after that (`_fail`); one in
+        doubt already is settled now, without being sent again."""
+        kept = self._own_batches
+        kept[batch.seq] = reply = [batch.first, batch.epoch, batch.ts, 1]
+        if len(kept) > OWN_BATCHES_KEPT:
+            del kept[next(iter(kept))]
+        for request in self._in_doubt:
+            if request.seq == batch.seq:
+                self._in_doubt.remove(request)
+                self._succeed(request, reply)
+                return
 
     def _offer(self, room: _Room, epoch: int, batch: RoomPass) -> None:
         feed = room.feed
@@ -1384,6 +1422,8 @@ class _Publish:
     args: list[str | int]
     room_key: str
     count: int
+    #: Its batch number (in ``args``): a batch on the subscription says it.
+    seq: int
     done: trio.Event = attrs.Factory(trio.Event)
     result: Any = None
     error: BaseException | None = None

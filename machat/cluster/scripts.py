@@ -69,6 +69,7 @@ redis.call('HSET', meta, 'n:' .. node,
 redis.call('PEXPIRE', meta, ARGV[9])
 redis.call('PEXPIRE', log, ARGV[9])
 local head = 'R\t' .. epoch .. '\t' .. sfirst .. '\t' .. ts .. '\t' .. n .. '\t' .. node
+             .. '\t' .. ARGV[5]
 if n > 0 then
   redis.call('PUBLISH', ARGV[1], head .. '\n' .. body)
 end

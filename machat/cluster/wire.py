@@ -13,10 +13,10 @@ batches (and fills the gap from the room's stream) rather than misread them.
 
 Room channel (``room:R``)::
 
-    R<TAB>epoch<TAB>first id<TAB>ts<TAB>count<TAB>origin node   a batch (the Lua script
-    sender 1:text 1                                            writes it): ``count``
-    sender 2:text 2                                            messages with ids
-    ...                                                        first, first+1, ...
+    R<TAB>epoch<TAB>first id<TAB>ts<TAB>count<TAB>origin node<TAB>batch number
+    sender 1:text 1                       a batch (the Lua script writes it): ``count``
+    sender 2:text 2                       messages with ids first, first+1, ...; the
+    ...                                   origin's number for the publish that made it
     J<TAB>origin<TAB>name                                      joined
     L<TAB>origin<TAB>name<TAB>reason                           left
     N<TAB>origin<TAB>old<TAB>new                               renamed
@@ -74,6 +74,8 @@ class Batch:
     ts: float
     count: int
     origin: str
+    #: The origin's number for the publish (`scripts.PUBLISH`'s batch seq).
+    seq: int
     #: The messages in the text wire format: ``sender:text\n`` each.
     lines: str
 
@@ -103,16 +105,17 @@ def encode_lines(runs: Iterable[Run]) -> str:
 def decode_batch(payload: str) -> Batch:
     head, _, lines = payload.partition("\n")
     parts = head.split("\t")
-    if len(parts) != 6 or parts[0] != "R":
+    if len(parts) != 7 or parts[0] != "R":
         raise WireError(f"bad batch header {head[:80]!r}")
     try:
         epoch, first, ts, count = int(parts[1]), int(parts[2]), float(parts[3]), int(parts[4])
+        seq = int(parts[6])
     except ValueError:
         raise WireError(f"bad batch header {head[:80]!r}") from None
     newlines = lines.count("\n")
     if newlines != count or (count and not lines.endswith("\n")):
         raise WireError(f"batch of {count} with {newlines} newlines")
-    return Batch(epoch, first, ts, count, parts[5], lines)
+    return Batch(epoch, first, ts, count, parts[5], seq, lines)
 
 
 def encode_notice(origin: str, event: ev.Join | ev.Leave | ev.Nick) -> str:
