@@ -637,10 +637,6 @@ class Backplane:
 
     # -- names -------------------------------------------------------------------------
 
-    def holds(self, name: str) -> bool:
-        """Whether one of this node's users holds ``name`` (case-insensitively)."""
-        return fold_name(name) in self._users
-
     async def claim_name(self, name: str) -> bool:
         """Take ``name`` for a user of this node; False if someone holds it.
 
