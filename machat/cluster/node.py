@@ -88,6 +88,9 @@ class ClusterRoom(Room):
     def _spaces_passes(self) -> bool:
         return True  # a pass is a script call, a round trip to Redis, whatever the size
 
+    def _spacing(self) -> float:
+        return self.fanout_interval
+
     def close(self) -> None:
         super().close()
         self._backplane.close_room(self.name)

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         float,
         "SECONDS",
         "a room of 100+ members whose last fan-out carried 8 lines or fewer waits this long "
-        "after it, so paced lines share one write per member (with --redis, a busy room of "
+        "after it (longer with its size, up to twice at 200+), so paced lines share one "
+        "write per member (with --redis, every room waits this long; a busy room of "
         "16+ members here also holds what other nodes send up to 1 ms, or this if less); "
         "0: never waits",
     )

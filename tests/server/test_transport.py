@@ -189,6 +189,18 @@ class _RecordingSender(QueueSender):
         return super().send_nowait(data)
 
 
+class _TimedSender(QueueSender):
+    """Notes when each pass reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__(1 << 20)
+        self.times: list[float] = []
+
+    def send_nowait(self, data: bytes) -> bool:
+        self.times.append(trio.current_time())
+        return super().send_nowait(data)
+
+
 async def test_one_pass_hands_every_member_the_same_joined_bytes(nursery: trio.Nursery) -> None:
     room = Room("dev")
     members = [
@@ -365,6 +377,31 @@ async def test_a_big_room_lets_a_trickle_of_lines_share_passes(
     assert counts[0] == 1 and len(counts) == 5 and max(counts) <= 6, counts
     assert b"".join(calls) == b"".join(f"M1:line {i}\n".encode() for i in range(20))
     assert all(c is s.calls[k] for s in senders for k, c in enumerate(calls))
+
+
+@pytest.mark.parametrize(
+    ("size", "spacing"), [(100, 0.005), (150, 0.0075), (200, 0.01), (500, 0.01)]
+)
+async def test_a_bigger_room_spaces_a_trickle_more(
+    autojump_clock: trio.testing.MockClock, size: int, spacing: float
+) -> None:
+    """A pass costs a write per member: the interval grows with the room, from the
+    fan-out interval at 100 members to twice that at 200 and beyond."""
+    room, _ = await _big_room(0.005, size - 1)
+    watcher = _TimedSender()
+    room.add(Member("Watcher", Format.TEXT, watcher))
+    passes = watcher.times
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(room.run)
+        start = trio.current_time()
+        for i in range(40):  # a line every 2 ms, for 80 ms: passes stay thin
+            room.send_nowait("M1", f"line {i}")
+            await trio.sleep(0.002)
+        room.close()
+    gaps = [round(b - a, 6) for a, b in zip(passes, passes[1:], strict=False)]
+    assert passes[0] == start  # the first line at once
+    assert min(gaps) == pytest.approx(spacing), gaps
+    assert len(passes) <= 2 + 0.080 / spacing, gaps
 
 
 async def test_a_quiet_or_small_room_never_waits(
