@@ -184,19 +184,32 @@ async def test_a_pipeline_loads_a_script_redis_forgot(start_node, redis) -> None
         assert a.rec.texts(room)[-1] == "after"
 
 
+async def _two_nodes_a_behind(cutter: PublishCutter, start_node, nursery) -> tuple:
+    """Nodes a (behind ``cutter``) and b in room dev, and the id of a's first line."""
+    port = await nursery.start(cutter.serve)
+    a = await start_node("a", url=f"redis://127.0.0.1:{port}/0", presence_ttl=2)
+    b = await start_node("b")
+    for node in (a, b):
+        await node.bp.open_room("dev")
+    return cutter, a, b, await a.bp.publish("dev", [("Mina", ["before"])])
+
+
+async def _each_once(nodes: list, first: int, texts: list[str], redis) -> None:
+    """Every node delivered ``texts`` in dev, each once, with ids from ``first`` on."""
+    for node in nodes:
+        await node.rec.wait_for(lambda node=node: len(node.rec.ids("dev")) >= len(texts))
+        assert node.rec.texts("dev") == texts
+        assert node.rec.ids("dev") == list(range(first, first + len(texts)))
+    assert redis.cli("XLEN", "machat:room:{dev}:log") == str(len(texts))
+
+
 async def test_a_publish_lost_on_the_way_is_neither_refused_nor_repeated(
     start_node, redis, nursery
 ) -> None:
     """Lost once the node wrote it (Redis may have run it, for all the node knows):
     the room is told it is in doubt, not refused, and once Redis answers it is sent
     again and delivered exactly once."""
-    cutter = PublishCutter(redis)
-    port = await nursery.start(cutter.serve)
-    a = await start_node("a", url=f"redis://127.0.0.1:{port}/0", presence_ttl=2)
-    b = await start_node("b")
-    for node in (a, b):
-        await node.bp.open_room("dev")
-    first = await a.bp.publish("dev", [("Mina", ["before"])])
+    cutter, a, b, first = await _two_nodes_a_behind(PublishCutter(redis), start_node, nursery)
     cutter.cut_request()
     with trio.fail_after(5), pytest.raises(PublishInDoubt, match="may have been published"):
         await a.bp.publish("dev", [("Mina", ["in doubt"])])
@@ -208,11 +221,7 @@ async def test_a_publish_lost_on_the_way_is_neither_refused_nor_repeated(
     # (the publish in doubt goes first, in the same pipeline if not before)
     await a.bp.publish("dev", [("Mina", ["after"])])
     assert a.bp.statistics().publishes_in_doubt == 0
-    for node in (a, b):
-        await node.rec.wait_for(lambda node=node: len(node.rec.ids("dev")) >= 3)
-        assert node.rec.texts("dev") == ["before", "in doubt", "after"]
-        assert node.rec.ids("dev") == [first, first + 1, first + 2]
-    assert redis.cli("XLEN", "machat:room:{dev}:log") == "3"
+    await _each_once([a, b], first, ["before", "in doubt", "after"], redis)
 
 
 async def test_a_publish_whose_answer_is_lost_is_settled_by_its_batch(
@@ -221,13 +230,7 @@ async def test_a_publish_whose_answer_is_lost_is_settled_by_its_batch(
     """Redis ran it and its answer was lost: the node's own subscription brought the
     batch back, so the publish is settled as published (no note of doubt, no retry)
     while the publish connection is still cut."""
-    cutter = PublishCutter(redis)
-    port = await nursery.start(cutter.serve)
-    a = await start_node("a", url=f"redis://127.0.0.1:{port}/0", presence_ttl=2)
-    b = await start_node("b")
-    for node in (a, b):
-        await node.bp.open_room("dev")
-    first = await a.bp.publish("dev", [("Mina", ["before"])])
+    cutter, a, b, first = await _two_nodes_a_behind(PublishCutter(redis), start_node, nursery)
     cutter.cut_answer()
     with trio.fail_after(5):
         assert await a.bp.publish("dev", [("Mina", ["ran"])]) == first + 1
@@ -236,11 +239,7 @@ async def test_a_publish_whose_answer_is_lost_is_settled_by_its_batch(
     cutter.release()
     with trio.fail_after(5):
         await a.bp.publish("dev", [("Mina", ["after"])])
-    for node in (a, b):
-        await node.rec.wait_for(lambda node=node: len(node.rec.ids("dev")) >= 3)
-        assert node.rec.texts("dev") == ["before", "ran", "after"]
-        assert node.rec.ids("dev") == [first, first + 1, first + 2]
-    assert redis.cli("XLEN", "machat:room:{dev}:log") == "3"
+    await _each_once([a, b], first, ["before", "ran", "after"], redis)
 
 
 async def test_a_publish_in_doubt_is_settled_when_its_batch_comes_back(start_node) -> None:

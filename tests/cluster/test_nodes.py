@@ -215,26 +215,47 @@ async def test_a_redis_restart_loses_nothing_accepted(
         assert (await refused.line()).startswith("! ERROR 101")
 
 
-async def test_a_line_lost_on_the_way_is_not_refused_and_shows_once(
-    start_process, redis: RedisProcess, nursery: trio.Nursery
-) -> None:
+async def _mina_behind_a_cutter(start_process, redis: RedisProcess, nursery: trio.Nursery):
+    """Mina on node a, behind a `PublishCutter`, and Bob on node b, in dev; Mina's
+    first line, "before", has gone round."""
     cutter = PublishCutter(redis)
     port = await nursery.start(cutter.serve)
     a = await start_process("a", "--presence-ttl", "2", url=f"redis://127.0.0.1:{port}/0")
     b = await start_process("b")
+    mina = await json_member(a, "Mina")
+    bob = await json_member(b, "Bob")
+    assert await probe(mina, "before")
+    return cutter, a, mina, bob
+
+
+def _logged(nursery: trio.Nursery, node, text: str) -> trio.Event:
+    """An event set once ``node`` logs a line holding ``text``."""
+    seen = trio.Event()
+
+    async def watch() -> None:
+        await node.logs(text)
+        seen.set()
+
+    nursery.start_soon(watch)
+    return seen
+
+
+async def _each_once(mina: LineClient, bob: LineClient, middle: str) -> None:
+    """Mina's "after" goes round, and Bob saw her three lines once each, in order."""
+    assert await probe(mina, "after")
+    seen = await messages(bob, 3)
+    assert [m["text"] for m in seen] == ["before", middle, "after"]
+    assert [m["id"] for m in seen] == [seen[0]["id"] + i for i in range(3)]
+
+
+async def test_a_line_lost_on_the_way_is_not_refused_and_shows_once(
+    start_process, redis: RedisProcess, nursery: trio.Nursery
+) -> None:
     with trio.fail_after(30):
-        mina = await json_member(a, "Mina")
-        bob = await json_member(b, "Bob")
-        assert await probe(mina, "before")
+        cutter, a, mina, bob = await _mina_behind_a_cutter(start_process, redis, nursery)
         cutter.cut_request()
+        resolved = _logged(nursery, a, "cluster: a publish in doubt to dev ")
         await mina.send("in doubt")
-        resolved = trio.Event()
-
-        async def resolve() -> None:
-            await a.logs("cluster: a publish in doubt to dev ")
-            resolved.set()
-
-        nursery.start_soon(resolve)
         while (obj := await mina.json())["type"] != "info":
             assert obj["type"] != "error", obj  # never refused
         assert obj["text"] == (
@@ -243,10 +264,7 @@ async def test_a_line_lost_on_the_way_is_not_refused_and_shows_once(
         )
         cutter.release()
         await resolved.wait()  # sent again, so node a reaches Redis: "after" is taken
-        assert await probe(mina, "after")
-        seen = await messages(bob, 3)
-        assert [m["text"] for m in seen] == ["before", "in doubt", "after"]  # each once
-        assert [m["id"] for m in seen] == [seen[0]["id"] + i for i in range(3)]
+        await _each_once(mina, bob, "in doubt")
 
 
 async def test_a_line_whose_answer_is_lost_shows_once_with_no_note(
@@ -254,32 +272,17 @@ async def test_a_line_whose_answer_is_lost_shows_once_with_no_note(
 ) -> None:
     """Redis ran it and the answer was lost: node a's own subscription brought the
     batch back, so the line is published, and its sender hears nothing of doubt."""
-    cutter = PublishCutter(redis)
-    port = await nursery.start(cutter.serve)
-    a = await start_process("a", "--presence-ttl", "2", url=f"redis://127.0.0.1:{port}/0")
-    b = await start_process("b")
     with trio.fail_after(30):
-        mina = await json_member(a, "Mina")
-        bob = await json_member(b, "Bob")
-        assert await probe(mina, "before")
+        cutter, a, mina, bob = await _mina_behind_a_cutter(start_process, redis, nursery)
         cutter.cut_answer()
-        settled = trio.Event()
-
-        async def settle() -> None:
-            await a.logs("cluster: the answer to a publish to dev was lost, but its batch came")
-            settled.set()
-
-        nursery.start_soon(settle)
+        settled = _logged(nursery, a, "cluster: the answer to a publish to dev was lost")
         await mina.send("ran")
         while (obj := await mina.json())["type"] != "message":
             assert obj["type"] not in ("error", "info"), obj  # neither refused nor in doubt
         assert obj["text"] == "ran"
         await settled.wait()
         cutter.release()
-        assert await probe(mina, "after")
-        seen = await messages(bob, 3)
-        assert [m["text"] for m in seen] == ["before", "ran", "after"]  # each once
-        assert [m["id"] for m in seen] == [seen[0]["id"] + i for i in range(3)]
+        await _each_once(mina, bob, "ran")
 
 
 async def test_a_dropped_subscription_catches_up(start_process, redis: RedisProcess) -> None:
