@@ -9,7 +9,8 @@ A batch's lines are the text wire format itself (``sender:text``, a line each, a
 members receive them; a name holds no colon): a node hands them to its members as
 they came, without a look at each.  The tag ``R`` replaced ``M`` (a sender and a
 text a line each) when that changed, so a node of either kind ignores the other's
-batches (and fills the gap from the room's stream) rather than misread them.
+batches rather than misread them (the gaps they leave are filled from the room's
+stream once noticed): upgrade a cluster's nodes together.
 
 Room channel (``room:R``)::
 
