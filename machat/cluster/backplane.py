@@ -1223,23 +1223,25 @@ class Backplane:
         """
         gather = self.config.gather
         busy = BUSY_GATHERS * gather
-        ready, held = self._ready, self._held_until
+        ready = self._ready
         while True:
             if not ready:
                 self._ready_changed = trio.Event()
                 await self._ready_changed.wait()
-            for _ in range(COALESCE_TICKS):
-                seen = self._received
-                await trio.lowlevel.checkpoint()
-                if self._received == seen:
-                    break
             now = trio.current_time()
+            if any(self._due_at(key, now, gather, busy) <= now for key in ready):
+                # Something goes now: first let the subscriber hand over what else
+                # it has read, to go with it.  (A room held anyway needs no ticks.)
+                for _ in range(COALESCE_TICKS):
+                    seen = self._received
+                    await trio.lowlevel.checkpoint()
+                    if self._received == seen:
+                        break
+                now = trio.current_time()
             wake = math.inf
             for key in list(ready):
-                until = held.get(key)
-                if until is None and gather > 0 and self._holds(key, now, busy):
-                    until = held[key] = now + gather
-                if until is None or until <= now:
+                until = self._due_at(key, now, gather, busy)
+                if until <= now:
                     self._hand_over(key, ready.pop(key))
                 else:
                     wake = min(wake, until)
@@ -1247,6 +1249,16 @@ class Backplane:
                 self._ready_changed = trio.Event()
                 with trio.move_on_at(wake):
                     await self._ready_changed.wait()
+
+    def _due_at(self, key: str, now: float, gather: float, busy: float) -> float:
+        """When a ready room is handed over: ``now``, or when its hold ends (the hold
+        starts at its first look, `_holds`)."""
+        until = self._held_until.get(key)
+        if until is None:
+            if not (gather > 0 and self._holds(key, now, busy)):
+                return now
+            until = self._held_until[key] = now + gather
+        return until
 
     def _holds(self, key: str, now: float, busy: float) -> bool:
         """Whether a room's next hand-over waits for more (`_deliverer`)."""
