@@ -119,6 +119,39 @@ async def test_a_call_on_a_connection_redis_closed_was_not_sent(redis, tmp_path)
         tls.kill()
 
 
+async def test_a_closed_connection_touches_its_socket_no_more(redis) -> None:
+    """Over a plain socket the connection reads and writes the descriptor itself; once
+    closed, that number may be another socket's, so nothing is sent or read."""
+    with trio.fail_after(5):
+        conn = await resp.open_connection(unix(redis))
+        assert await conn.call("PING") == "PONG"
+        await conn.aclose()
+        other = await resp.open_connection(unix(redis))  # (likely given the same number)
+        with pytest.raises(resp.ConnectionLost, match="closed") as info:
+            await conn.send([("PING",)])
+        assert info.value.sent is False
+        with pytest.raises(resp.ConnectionLost, match="closed"):
+            await conn.receive()
+        assert await other.call("PING") == "PONG"  # nothing of the closed one's reached it
+        await other.aclose()
+
+
+async def test_a_reader_waiting_on_a_connection_that_closes_is_told(redis) -> None:
+    with trio.fail_after(5):
+        conn = await resp.open_connection(unix(redis))
+        await conn.send([("SUBSCRIBE", "quiet")])
+        assert await conn.receive() == [["subscribe", "quiet", 1]]
+        async with trio.open_nursery() as nursery:
+
+            async def close_it() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                await conn.aclose()
+
+            nursery.start_soon(close_it)
+            with pytest.raises(resp.ConnectionLost):
+                await conn.receive()  # (waiting for readability when the socket closes)
+
+
 async def test_a_call_that_fails_after_writing_may_have_been_sent(redis) -> None:
     with trio.fail_after(5):
         conn = await resp.open_connection(unix(redis))
