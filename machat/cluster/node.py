@@ -85,11 +85,8 @@ class ClusterRoom(Room):
                     await self._publish_pass(items)
                     self._passed(items)
 
-    def _spaces_passes(self) -> bool:
-        return True  # a pass is a script call, a round trip to Redis, whatever the size
-
     def _spacing(self) -> float:
-        return self.fanout_interval
+        return self.fanout_interval  # a pass is a script call to Redis, whatever the size
 
     def close(self) -> None:
         super().close()

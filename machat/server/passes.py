@@ -27,20 +27,33 @@ Row = tuple[str, str, str, int, float]
 
 
 class RoomPass:
-    """``rows``: consecutive messages of ``room``, ids ascending by one from
-    ``first_id``; ``text``: their text format; ``ts``: the time they share, or None
-    when they do not all have one (passes from the cluster joined)."""
+    """``count`` consecutive messages of ``room``, ids ascending by one from
+    ``first_id``: ``text``, their text format; ``ts``, the time they share, or None
+    when they do not all have one (passes from the cluster joined); `rows`, the
+    messages as rows (made on demand for a pass from the cluster)."""
 
     __slots__ = ("_messages", "_parts", "_rows", "count", "first_id", "room", "text", "ts")
 
-    def __init__(self, room: str, rows: list[Row], text: bytes, ts: float | None) -> None:
+    def __init__(
+        self,
+        room: str,
+        first_id: int,
+        count: int,
+        text: bytes,
+        ts: float | None,
+        *,
+        rows: list[Row] | None = None,
+        parts: Sequence[RoomPass] = (),
+    ) -> None:
+        """``rows`` if they are made already; ``parts``, the passes this one joins
+        (`joined`), whose rows are its own."""
         self.room = room
-        self._rows: list[Row] | None = rows
-        self._parts: Sequence[RoomPass] = ()
-        self.count = len(rows)
-        self.first_id = rows[0][3]
+        self.first_id = first_id
+        self.count = count
         self.text = text
         self.ts = ts
+        self._rows = rows
+        self._parts = parts
         self._messages: list[ev.Message] | None = None
 
     @classmethod
@@ -51,7 +64,7 @@ class RoomPass:
         same = all(row[4] == first_ts for row in rows)
         if text is None:
             text = encode_rows_text(rows)
-        return cls(rows[0][0], rows, text, first_ts if same else None)
+        return cls(rows[0][0], rows[0][3], len(rows), text, first_ts if same else None, rows=rows)
 
     @classmethod
     def of_messages(cls, messages: Sequence[ev.Message], text: bytes | None = None) -> RoomPass:
@@ -64,10 +77,7 @@ class RoomPass:
     def of_text(cls, room: str, first_id: int, count: int, text: bytes, ts: float) -> RoomPass:
         """``count`` messages in their text format, ``sender:text`` lines (a name holds
         no colon, a text no newline), stamped ``ts``: the rows are made on demand."""
-        made = cls.__new__(cls)
-        made.room, made.first_id, made.count, made.text, made.ts = room, first_id, count, text, ts
-        made._rows, made._parts, made._messages = None, (), None
-        return made
+        return cls(room, first_id, count, text, ts)
 
     @classmethod
     def joined(cls, passes: Sequence[RoomPass]) -> RoomPass:
@@ -77,12 +87,9 @@ class RoomPass:
             return passes[0]
         first = passes[0]
         ts = first.ts if all(p.ts == first.ts for p in passes) else None
-        made = cls.__new__(cls)
-        made.room, made.first_id, made.ts = first.room, first.first_id, ts
-        made.count = sum([p.count for p in passes])
-        made.text = b"".join([p.text for p in passes])
-        made._rows, made._parts, made._messages = None, passes, None
-        return made
+        count = sum([p.count for p in passes])
+        text = b"".join([p.text for p in passes])
+        return cls(first.room, first.first_id, count, text, ts, parts=passes)
 
     def __repr__(self) -> str:
         return f"<RoomPass {self.room} {self.first_id}..{self.last_id}>"

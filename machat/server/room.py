@@ -134,25 +134,24 @@ class Room:
             return
         self._fan_out(self._take(item))
 
-    def _spaces_passes(self) -> bool:
-        """Whether a thin pass makes the next wait: here a pass costs a write per
-        member, so only big rooms (a cluster room, whose pass is a script call, says
-        always)."""
-        return len(self.members) >= BIG_ROOM
-
     def _spacing(self) -> float:
-        """How long after a thin pass the next one waits: ``fanout_interval`` in a
-        room of `BIG_ROOM` members, longer in proportion to a bigger room's size (its
-        pass costs a write per member), at most `MAX_SPACING` times as long."""
-        return self.fanout_interval * min(len(self.members) / BIG_ROOM, MAX_SPACING)
+        """How long after a thin pass the next one waits.  A pass here costs a write
+        per member, so a room smaller than `BIG_ROOM` never waits, and a bigger one
+        waits ``fanout_interval`` at `BIG_ROOM` members, longer in proportion to its
+        size, at most `MAX_SPACING` times as long (a cluster room, whose pass is a
+        script call, waits ``fanout_interval`` whatever its size)."""
+        size = len(self.members)
+        if size < BIG_ROOM:
+            return 0.0
+        return self.fanout_interval * min(size / BIG_ROOM, MAX_SPACING)
 
     async def _gather(self, first: _Item) -> list[_Item]:
         """A pass's items, ``first`` received: after one checkpoint (readers woken in
         this same tick add their lines to this pass instead of each costing a pass of
         its own) and, after a thin pass, what is left of the fan-out interval."""
         await trio.lowlevel.checkpoint()
-        if self._thin_pass_at is not None and self._spaces_passes():
-            await trio.sleep_until(self._thin_pass_at + self._spacing())
+        if self._thin_pass_at is not None and (spacing := self._spacing()) > 0:
+            await trio.sleep_until(self._thin_pass_at + spacing)
         return self._take(first)
 
     def _passed(self, items: list[_Item]) -> None:
@@ -198,7 +197,8 @@ class Room:
 
     def _pass_out(self, rows: list[Row], text: list[str], now: float) -> None:
         if rows:
-            self._deliver(RoomPass(self.name, rows, "".join(text).encode("utf-8"), now))
+            text_bytes = "".join(text).encode("utf-8")
+            self._deliver(RoomPass(self.name, rows[0][3], len(rows), text_bytes, now, rows=rows))
 
     def _deliver(self, published: RoomPass) -> None:
         """Hand the same bytes, joined once per wire format, to every member's sender."""

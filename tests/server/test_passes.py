@@ -12,7 +12,7 @@ from machat.server.passes import RoomPass
 
 def test_a_room_pass_makes_its_events_once_on_demand() -> None:
     rows = [("Dev", "Mina", "hi", 7, 1.5), ("Dev", "Bob", "yo: there", 8, 1.5)]
-    made = RoomPass("Dev", rows, b"Mina:hi\nBob:yo: there\n", 1.5)
+    made = RoomPass("Dev", 7, 2, b"Mina:hi\nBob:yo: there\n", 1.5, rows=rows)
     assert (made.first_id, made.last_id, len(made), made.ts) == (7, 8, 2, 1.5)
     events = made.messages()
     assert events == [
