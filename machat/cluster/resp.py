@@ -43,6 +43,8 @@ import attrs
 import hiredis
 import trio
 
+from ..server.transport import read_when_readable
+
 __all__ = ["ConnectionLost", "Endpoint", "RedisConnection", "ReplyError", "open_connection"]
 
 #: Bytes asked of the socket per read.
@@ -152,7 +154,7 @@ class RedisConnection:
                 raise ConnectionLost("the connection is closed")
             try:
                 if self._raw_fd is not None:
-                    data = await _read_raw(self._raw_fd)
+                    data = await read_when_readable(self._raw_fd, RECEIVE_SIZE)
                 else:
                     data = await self._stream.receive_some(RECEIVE_SIZE)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -251,16 +253,6 @@ async def open_connection(endpoint: Endpoint, *, client_name: str | None = None)
                 await conn.aclose()
                 raise ConnectionLost(f"Redis at {endpoint} refused the connection: {reply}")
     return conn
-
-
-async def _read_raw(fd: int) -> bytes:
-    """Wait until ``fd`` is readable, then read once (b"" at end of file)."""
-    while True:
-        await trio.lowlevel.wait_readable(fd)
-        try:
-            return os.read(fd, RECEIVE_SIZE)
-        except BlockingIOError:
-            continue
 
 
 def _describe(exc: BaseException) -> str:
