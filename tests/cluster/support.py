@@ -213,7 +213,9 @@ class PublishCutter:
 
     After `cut_answer`, the next script call on it reaches Redis and its answer is
     lost (Redis ran it; the node cannot know); after `cut_request`, the call is lost
-    on the way, once the node has written it.  Either way the connection is closed,
+    on the way, once the node has written it.  Either way the connection is closed
+    (with ``cut_answer(hold=True)``, only once `let_go` is called: the test decides
+    what happens first, not the node's retry delay),
     and until `release` a new publish connection is closed as it logs in, so the
     node's retry fails too.  Every other connection passes untouched, unless
     `cut_everything` closes them all and, until `release`, every new one.
@@ -226,14 +228,23 @@ class PublishCutter:
         self._all_blocked = False
         self._scopes: set[trio.CancelScope] = set()
         self.cut_done = trio.Event()
+        self._held = trio.Event()
+        self._held.set()
 
     def cut_everything(self) -> None:
         self._all_blocked = True
         for scope in self._scopes:
             scope.cancel()
 
-    def cut_answer(self) -> None:
+    def cut_answer(self, *, hold: bool = False) -> None:
         self._cut, self.cut_done = "answer", trio.Event()
+        self._held = trio.Event()
+        if not hold:
+            self._held.set()
+
+    def let_go(self) -> None:
+        """Close the connection whose answer was cut with ``hold=True``."""
+        self._held.set()
 
     def cut_request(self) -> None:
         self._cut, self.cut_done = "request", trio.Event()
@@ -296,6 +307,7 @@ class PublishCutter:
             async for chunk in server:
                 if cut.is_set():
                     self.cut_done.set()
+                    await self._held.wait()
                     break
                 await client.send_all(chunk)
         scope.cancel()

@@ -231,10 +231,19 @@ async def test_a_publish_whose_answer_is_lost_is_settled_by_its_batch(
     batch back, so the publish is settled as published (no note of doubt, no retry)
     while the publish connection is still cut."""
     cutter, a, b, first = await _two_nodes_a_behind(PublishCutter(redis), start_node, nursery)
-    cutter.cut_answer()
+    cutter.cut_answer(hold=True)
+    published: list[int] = []
+
+    async def publish() -> None:
+        published.append(await a.bp.publish("dev", [("Mina", ["ran"])]))
+
     with trio.fail_after(5):
-        assert await a.bp.publish("dev", [("Mina", ["ran"])]) == first + 1
-    assert cutter.cut_done.is_set()  # (the answer was cut indeed)
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(publish)
+            await cutter.cut_done.wait()  # (the answer was cut, the connection held)
+            await a.rec.wait_for(lambda: a.rec.texts("dev") == ["before", "ran"])
+            cutter.let_go()  # now the connection closes, and the retry fails too
+    assert published == [first + 1]
     assert a.bp.statistics().publishes_in_doubt == 0
     cutter.release()
     with trio.fail_after(5):

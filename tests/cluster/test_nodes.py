@@ -240,9 +240,18 @@ def _logged(nursery: trio.Nursery, node, text: str) -> trio.Event:
     return seen
 
 
-async def _each_once(mina: LineClient, bob: LineClient, middle: str) -> None:
-    """Mina's "after" goes round, and Bob saw her three lines once each, in order."""
-    assert await probe(mina, "after")
+async def _next(client: LineClient, kind: str, never: tuple[str, ...]) -> dict:
+    """The next JSON object of type ``kind``; none of the types ``never`` before it."""
+    while (obj := await client.json())["type"] != kind:
+        assert obj["type"] not in never, obj
+    return obj
+
+
+async def _each_once(mina: LineClient, bob: LineClient, middle: str, said: bool = False) -> None:
+    """Mina's "after" goes round (``said``: it has), and Bob saw her three lines once
+    each, in order."""
+    if not said:
+        assert await probe(mina, "after")
     seen = await messages(bob, 3)
     assert [m["text"] for m in seen] == ["before", middle, "after"]
     assert [m["id"] for m in seen] == [seen[0]["id"] + i for i in range(3)]
@@ -256,8 +265,7 @@ async def test_a_line_lost_on_the_way_is_not_refused_and_shows_once(
         cutter.cut_request()
         resolved = _logged(nursery, a, "cluster: a publish in doubt to dev ")
         await mina.send("in doubt")
-        while (obj := await mina.json())["type"] != "info":
-            assert obj["type"] != "error", obj  # never refused
+        obj = await _next(mina, "info", never=("error",))  # never refused
         assert obj["text"] == (
             "cluster unavailable: your line was not confirmed; it reaches the room once "
             "the cluster answers, and only once"
@@ -274,15 +282,19 @@ async def test_a_line_whose_answer_is_lost_shows_once_with_no_note(
     batch back, so the line is published, and its sender hears nothing of doubt."""
     with trio.fail_after(30):
         cutter, a, mina, bob = await _mina_behind_a_cutter(start_process, redis, nursery)
-        cutter.cut_answer()
+        cutter.cut_answer(hold=True)
         settled = _logged(nursery, a, "cluster: the answer to a publish to dev was lost")
         await mina.send("ran")
-        while (obj := await mina.json())["type"] != "message":
-            assert obj["type"] not in ("error", "info"), obj  # neither refused nor in doubt
+        await cutter.cut_done.wait()  # (the answer was cut, the connection held)
+        obj = await _next(mina, "message", never=("error", "info"))  # a's subscription
         assert obj["text"] == "ran"
+        cutter.let_go()  # now the publish fails, after its batch came back
         await settled.wait()
         cutter.release()
-        await _each_once(mina, bob, "ran")
+        await mina.send("after")
+        obj = await mina.json()  # no note of doubt came in between
+        assert (obj["type"], obj["text"]) == ("message", "after")
+        await _each_once(mina, bob, "ran", said=True)
 
 
 async def test_a_dropped_subscription_catches_up(start_process, redis: RedisProcess) -> None:
