@@ -43,8 +43,6 @@ import attrs
 import hiredis
 import trio
 
-from ..server.transport import read_when_readable
-
 __all__ = ["ConnectionLost", "Endpoint", "RedisConnection", "ReplyError", "open_connection"]
 
 #: Bytes asked of the socket per read.
@@ -154,7 +152,7 @@ class RedisConnection:
                 raise ConnectionLost("the connection is closed")
             try:
                 if self._raw_fd is not None:
-                    data = await read_when_readable(self._raw_fd, RECEIVE_SIZE)
+                    data = await _read_raw(self._raw_fd)
                 else:
                     data = await self._stream.receive_some(RECEIVE_SIZE)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -253,6 +251,16 @@ async def open_connection(endpoint: Endpoint, *, client_name: str | None = None)
                 await conn.aclose()
                 raise ConnectionLost(f"Redis at {endpoint} refused the connection: {reply}")
     return conn
+
+
+async def _read_raw(fd: int) -> bytes:
+    """Wait until ``fd`` is readable, then read once (b"" at end of file)."""
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            return os.read(fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            continue
 
 
 def _describe(exc: BaseException) -> str:

@@ -52,7 +52,6 @@ __all__ = [
     "Transport",
     "enable_keepalive",
     "peer_of_stream",
-    "read_when_readable",
     "transport_for_stream",
 ]
 
@@ -328,19 +327,6 @@ class SocketSender:
             self._broken()
 
 
-async def read_when_readable(fd: int, size: int) -> bytes:
-    """Wait until the non-blocking socket ``fd`` is readable, then read once (b"" at
-    its end): one schedule point per read, where a trio stream's ``receive_some``
-    yields again after a read that succeeds.  Raises trio.ClosedResourceError if the
-    socket is closed meanwhile, OSError from the read."""
-    while True:
-        await trio.lowlevel.wait_readable(fd)
-        try:
-            return os.read(fd, size)
-        except BlockingIOError:  # (woken, and someone else was quicker)
-            continue
-
-
 class SocketTransport:
     """A plain TCP connection, read and written without trio's stream layer.
 
@@ -362,14 +348,20 @@ class SocketTransport:
             data, self._prefix = self._prefix, b""
             await trio.lowlevel.checkpoint()
             return data
-        try:
-            return await read_when_readable(self._fd, RECEIVE_SIZE)
-        except trio.ClosedResourceError:
-            raise trio.BrokenResourceError("connection closed") from None
-        except OSError as exc:
-            if exc.errno in (errno.ECONNRESET, errno.ETIMEDOUT, errno.EPIPE):
-                raise trio.BrokenResourceError(str(exc)) from None
-            raise trio.BrokenResourceError(repr(exc)) from exc
+        fd = self._fd
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except trio.ClosedResourceError:
+                raise trio.BrokenResourceError("connection closed") from None
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.ECONNRESET, errno.ETIMEDOUT, errno.EPIPE):
+                    raise trio.BrokenResourceError(str(exc)) from None
+                raise trio.BrokenResourceError(repr(exc)) from exc
 
     def open_sender(
         self, limit: int, nursery: trio.Nursery, on_closed: Callable[[], None]
