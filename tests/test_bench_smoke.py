@@ -264,5 +264,7 @@ def test_cluster_py_quick(tmp_path: Path) -> None:
         assert row["completed"] and row["loss_pct"] == 0, row
         assert len(row["node_cpu_us_per_own_delivery"]) == row["nodes"]
         assert all(cpu > 0 for cpu in row["node_cpu_us_per_own_delivery"])
+        assert len(row["node_sleeps_per_1000_messages"]) == row["nodes"]
+        assert all(n > 0 for n in row["node_sleeps_per_1000_messages"])  # (it waits at times)
         assert (row.get("redis_cpu_us_per_message", 0) > 0) == row["redis"]
     assert sum("x one node serving as many members" in x for x in proc.stdout.splitlines()) == 4
