@@ -189,6 +189,31 @@ def _get(summary: Sequence[dict[str, Any]], scenario: str, target: str) -> dict 
     return None
 
 
+def paired_db_ratios(records: Sequence[Any]) -> list[str]:
+    """``--db`` against no ``--db`` run by run: per scenario, the median and range of
+    the ratios of the two targets' runs in the same repetition (run a minute apart at
+    most, where the medians of a sitting can come from different minutes)."""
+    runs: dict[tuple[str, str, int], float] = {}
+    for r in records:
+        key = "kib_per_conn" if r.scenario == "idle" else "server_cpu_us"
+        value = getattr(r, key)
+        if r.ok and r.generator == "loadgen-c" and value:
+            runs[r.scenario, r.target, r.repeat] = value
+    out = []
+    for scenario in dict.fromkeys(s for s, _, _ in runs):
+        ratios = [
+            runs[scenario, "machat+db", i] / runs[scenario, "machat", i]
+            for s, t, i in runs
+            if s == scenario and t == "machat" and (scenario, "machat+db", i) in runs
+        ]
+        if ratios:
+            out.append(
+                f"{scenario} {statistics.median(ratios):.2f} "
+                f"({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)"
+            )
+    return out
+
+
 def checks(summary: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     """The issue's targets against the medians: (what, measured, goal, verdict)."""
     out: list[tuple[str, str, str, str]] = []

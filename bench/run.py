@@ -400,6 +400,8 @@ def present(
     width = max(len(c[0]) for c in targets_met)
     for what, value, goal, verdict in targets_met:
         print(f"  {what.ljust(width)}  {value:>12}  goal {goal:<20} {verdict}")
+    if paired := report.paired_db_ratios(records):
+        print("  db/no-db run by run (median, range):  " + "; ".join(paired))
     print(
         f"\n{len(records)} runs in {config['wall_s']} s; load average at the end "
         + " ".join(f"{x:.2f}" for x in config["loadavg_at_end"])

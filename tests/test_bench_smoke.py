@@ -201,6 +201,30 @@ def test_medians_over_an_even_number_of_runs_print(monkeypatch) -> None:
     assert lines[2].split()[:5] == ["idle", "machat", "2", "200", "7.5"]
 
 
+def test_db_ratios_run_by_run_pair_each_repetitions_runs(monkeypatch) -> None:
+    """Each repetition's ``--db`` run is compared with that repetition's plain one (not
+    with another minute's); a run that failed or another generator's is left out."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import generators
+    import report
+
+    def record(target: str, repeat: int, us: float, **kw: object) -> object:
+        return generators.Record(
+            "rooms10", target, repeat, kw.pop("generator", "loadgen-c"), ok=kw.pop("ok", True),
+            server_cpu_us=us,
+        )  # fmt: skip
+
+    runs = [
+        record("machat", 0, 4.0), record("machat+db", 0, 4.4),  # 1.10
+        record("machat+db", 1, 3.0), record("machat", 1, 3.0),  # 1.00
+        record("machat", 2, 2.0), record("machat+db", 2, 2.4),  # 1.20
+        record("machat", 3, 1.0), record("machat+db", 3, 9.0, ok=False),
+        record("machat", 4, 1.0, generator="python"), record("machat+db", 4, 9.0),
+    ]  # fmt: skip
+    assert report.paired_db_ratios(runs) == ["rooms10 1.10 (1.00-1.20, 3 pairs)"]
+    assert report.paired_db_ratios(runs[:1]) == []
+
+
 def test_placement_parses_and_pins_a_server(tmp_path: Path, monkeypatch) -> None:
     """``--pin``: auto puts the servers on the first CPU and the generator on the rest;
     a server started under a placement runs (with every thread it starts) on its CPUs."""
