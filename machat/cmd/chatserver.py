@@ -347,8 +347,9 @@ def settle_garbage_collector() -> None:
     each) that was 470 collections, 0.7-1.2 s of the server's 6-8 s of CPU, and
     the run's p99 latency rose from about 40 ms to 55-60.  At 50,000 that run makes
     3 collections, 40 ms in all.  Each is a longer pause (about 14 ms, walking some
-    67,000 objects, against 2 ms), but few: cyclic garbage waits longer for its
-    collection, a few MB at most, which `MemoryReleaser` collects after a crowd.
+    67,000 objects, against 2 ms), but few; and cyclic garbage waits longer to be
+    freed, at most 50,000 allocations' worth (`MemoryReleaser` collects everything
+    after a crowd leaves).
     """
     gc.collect()
     gc.freeze()
