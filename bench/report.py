@@ -189,14 +189,18 @@ def _get(summary: Sequence[dict[str, Any]], scenario: str, target: str) -> dict 
     return None
 
 
+def _db_figure(scenario: str) -> str:
+    """The figure that ``--db`` is compared on: memory for idle, CPU for the rest."""
+    return "kib_per_conn" if scenario == "idle" else "server_cpu_us"
+
+
 def paired_db_ratios(records: Sequence[Any]) -> list[str]:
     """``--db`` against no ``--db`` run by run: per scenario, the median and range of
     the ratios of the two targets' runs in the same repetition (run a minute apart at
     most, where the medians of a sitting can come from different minutes)."""
     runs: dict[tuple[str, str, int], float] = {}
     for r in records:
-        key = "kib_per_conn" if r.scenario == "idle" else "server_cpu_us"
-        value = getattr(r, key)
+        value = getattr(r, _db_figure(r.scenario))
         if r.ok and r.generator == "loadgen-c" and value:
             runs[r.scenario, r.target, r.repeat] = value
     out = []
@@ -261,7 +265,7 @@ def checks(summary: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str]]
         if s["target"] != "machat+db" or s["generator"] != "loadgen-c":
             continue  # bench/loadgen.py's CPU figure has 10 ms ticks: too coarse for 10%
         base = _get(summary, s["scenario"], "machat")
-        key = "kib_per_conn" if s["scenario"] == "idle" else "server_cpu_us"
+        key = _db_figure(s["scenario"])
         if base and base.get(key) and s.get(key) is not None:
             ratio = s[key] / base[key]
             add(f"{s['scenario']} db/no-db {key}", ratio, "<= 1.10", ratio <= 1.10, ".2f")

@@ -333,9 +333,9 @@ class SocketTransport:
     Reading waits for readability first and then reads once: under chat load a
     socket is usually empty when its reader comes back, so trying first would cost
     a failed system call per line.  It is written out here rather than shared with
-    `machat.cluster.resp`'s: an idle connection holds its reader's chain of frames,
-    and one more (a helper both call) measured 8.1 KiB per idle connection against
-    7.9.
+    `machat.cluster.resp`'s: an idle connection holds its reader's chain of
+    coroutines, and one more (a helper both call) measured 0.2 KiB more per idle
+    connection (docs/DESIGN.md says what an idle connection holds).
     """
 
     __slots__ = ("_fd", "_prefix", "_stream", "peer")
