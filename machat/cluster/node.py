@@ -86,7 +86,9 @@ class ClusterRoom(Room):
                     self._passed(items)
 
     def _spacing(self) -> float:
-        return self.fanout_interval  # a pass is a script call to Redis, whatever the size
+        # A pass is a script call to Redis whatever the room's size, and a write per
+        # member as in any room: a big room waits as long as on a single node.
+        return max(self.fanout_interval, super()._spacing())
 
     def close(self) -> None:
         super().close()

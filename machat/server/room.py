@@ -139,7 +139,7 @@ class Room:
         per member, so a room smaller than `BIG_ROOM` never waits, and a bigger one
         waits ``fanout_interval`` at `BIG_ROOM` members, longer in proportion to its
         size, at most `MAX_SPACING` times as long (a cluster room, whose pass is a
-        script call, waits ``fanout_interval`` whatever its size)."""
+        script call, waits at least ``fanout_interval`` whatever its size)."""
         size = len(self.members)
         if size < BIG_ROOM:
             return 0.0

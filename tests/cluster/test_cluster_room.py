@@ -1,5 +1,6 @@
 """ClusterRoom's passes, against a stand-in backplane (no Redis): each pass is one
-publish, so after a thin pass the next waits out ``fanout_interval``."""
+publish, so after a thin pass the next waits out ``fanout_interval``, or longer in a
+room big enough to wait longer on a single node."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class _Backplane:
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.times: list[float] = []
         self.next_id = 1
 
     async def open_room(self, name: str) -> int:
@@ -35,6 +37,7 @@ class _Backplane:
         await trio.lowlevel.checkpoint()
         texts = [text for _, run in runs for text in run]
         self.calls.append(texts)
+        self.times.append(trio.current_time())
         first, self.next_id = self.next_id, self.next_id + len(texts)
         return first
 
@@ -65,6 +68,28 @@ async def test_without_an_interval_every_line_is_a_call_of_its_own(
 ) -> None:
     calls = await _trickle(0.0)
     assert calls == [[f"l{i}"] for i in range(20)]
+
+
+async def test_a_big_cluster_room_spaces_a_trickle_as_a_single_node_does(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A room of 200 members here waits twice the interval after a thin pass, as a
+    `Room` of that size does: each pass is a write per member as well as a call."""
+    backplane = _Backplane()
+    room = ClusterRoom("dev", backplane=backplane, fanout_interval=0.005)  # type: ignore[arg-type]
+    for i in range(200):
+        room.add(Member(f"M{i}", Format.TEXT, QueueSender(1 << 20)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(room.run)
+        for i in range(40):  # a line every 2 ms, for 80 ms: passes stay thin
+            room.send_nowait("M1", f"l{i}")
+            await trio.sleep(0.002)
+        room.close()
+    assert [text for call in backplane.calls for text in call] == [f"l{i}" for i in range(40)]
+    times = backplane.times
+    gaps = [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps[:-1]) >= 0.01, gaps  # (the last call is the close's flush)
+    assert len(times) <= 2 + 0.080 / 0.01, gaps
 
 
 class _FailingBackplane(_Backplane):
