@@ -42,49 +42,49 @@ class _Backplane:
         return first
 
 
-async def _trickle(interval: float) -> list[list[str]]:
+async def _trickle(
+    clock: trio.testing.MockClock, interval: float, lines: int, every: float, members: int = 0
+) -> _Backplane:
+    """``lines`` lines into a room, one each ``every`` seconds of ``clock``, which is
+    moved by hand once every task is blocked; the room's calls are recorded."""
     backplane = _Backplane()
     room = ClusterRoom("dev", backplane=backplane, fanout_interval=interval)  # type: ignore[arg-type]
+    for i in range(members):
+        room.add(Member(f"M{i}", Format.TEXT, QueueSender(1 << 20)))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(room.run)
-        for i in range(20):  # one line a millisecond (on the autojump clock)
+        for i in range(lines):
             room.send_nowait("Mina", f"l{i}")
-            await trio.sleep(0.001)
+            await trio.testing.wait_all_tasks_blocked()
+            clock.jump(every)
         room.close()  # the room publishes what is queued, then its task ends
-    return backplane.calls
+        clock.autojump_threshold = 0  # (through a spacing it may be waiting out)
+    return backplane
 
 
 async def test_a_trickle_into_a_cluster_room_shares_script_calls(
-    autojump_clock: trio.testing.MockClock,
+    mock_clock: trio.testing.MockClock,
 ) -> None:
-    calls = await _trickle(0.005)
+    calls = (await _trickle(mock_clock, 0.005, lines=20, every=0.001)).calls
     assert [text for call in calls for text in call] == [f"l{i}" for i in range(20)]
     assert calls[0] == ["l0"]  # the first line goes at once
     assert len(calls) <= 6, calls  # then a call per 5 ms, not one per line
 
 
 async def test_without_an_interval_every_line_is_a_call_of_its_own(
-    autojump_clock: trio.testing.MockClock,
+    mock_clock: trio.testing.MockClock,
 ) -> None:
-    calls = await _trickle(0.0)
+    calls = (await _trickle(mock_clock, 0.0, lines=20, every=0.001)).calls
     assert calls == [[f"l{i}"] for i in range(20)]
 
 
 async def test_a_big_cluster_room_spaces_a_trickle_as_a_single_node_does(
-    autojump_clock: trio.testing.MockClock,
+    mock_clock: trio.testing.MockClock,
 ) -> None:
     """A room of 200 members here waits twice the interval after a thin pass, as a
     `Room` of that size does: each pass is a write per member as well as a call."""
-    backplane = _Backplane()
-    room = ClusterRoom("dev", backplane=backplane, fanout_interval=0.005)  # type: ignore[arg-type]
-    for i in range(200):
-        room.add(Member(f"M{i}", Format.TEXT, QueueSender(1 << 20)))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(room.run)
-        for i in range(40):  # a line every 2 ms, for 80 ms: passes stay thin
-            room.send_nowait("M1", f"l{i}")
-            await trio.sleep(0.002)
-        room.close()
+    # a line every 2 ms, for 80 ms: passes stay thin
+    backplane = await _trickle(mock_clock, 0.005, lines=40, every=0.002, members=200)
     assert [text for call in backplane.calls for text in call] == [f"l{i}" for i in range(40)]
     times = backplane.times
     gaps = [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
