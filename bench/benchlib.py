@@ -81,16 +81,28 @@ def machine_busy_seconds() -> tuple[float, float]:
     return busy / CLK_TCK, (irq + softirq) / CLK_TCK
 
 
-def rss_kib(pid: int) -> int | None:
-    """Resident set size (VmRSS) of a process in KiB, from /proc/<pid>/status."""
+def _status_field(pid: int, name: str) -> int | None:
+    """A number of /proc/<pid>/status (its first word after ``name:``)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(name + ":"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size (VmRSS) of a process in KiB, from /proc/<pid>/status."""
+    return _status_field(pid, "VmRSS")
+
+
+def sleeps(pid: int) -> int | None:
+    """How many times a process's main thread has gone to sleep (its voluntary context
+    switches: each is a wake-up later, into cold caches when other processes ran
+    meanwhile), from /proc/<pid>/status."""
+    return _status_field(pid, "voluntary_ctxt_switches")
 
 
 def machine_info() -> dict[str, object]:

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import sleeps
 from generators import LOADGEN_C_SRC, build_loadgen_c
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,14 +114,6 @@ class Cluster:
                 proc.wait()
 
 
-def sleeps(pid: int) -> int:
-    """How many times the process has gone to sleep (its voluntary context switches:
-    each is a wake-up later, into cold caches when other processes ran meanwhile)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return sum(int(line.split()[1]) for line in status.splitlines()
-               if line.startswith("voluntary_ctxt_switches"))  # fmt: skip
-
-
 def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path) -> dict:
     with Cluster(nodes, workdir) as cluster:
         pids = cluster.node_pids + ([cluster.redis_pid] if cluster.redis_pid else [])
@@ -131,9 +124,9 @@ def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path) -> dict:
             "--timeout", "120",
             *scenario,
         ]  # fmt: skip
-        slept = [sleeps(pid) for pid in cluster.node_pids]
+        slept = [sleeps(pid) or 0 for pid in cluster.node_pids]
         result = subprocess.run(command, capture_output=True, text=True, timeout=180)
-        slept = [sleeps(pid) - s for pid, s in zip(cluster.node_pids, slept, strict=True)]
+        slept = [(sleeps(pid) or 0) - s for pid, s in zip(cluster.node_pids, slept, strict=True)]
     if not result.stdout.strip():
         raise RuntimeError(f"loadgen-c failed: {result.stderr}")
     data = json.loads(result.stdout)
@@ -198,7 +191,7 @@ def median_row(rows: list[dict]) -> dict:
 
 def show(row: dict) -> str:
     nodes = "/".join(f"{c:.3f}" for c in row["node_cpu_us_per_own_delivery"])
-    sleeps = "/".join(f"{n:.0f}" for n in row["node_sleeps_per_1000_messages"])
+    slept = "/".join(f"{n:.0f}" for n in row["node_sleeps_per_1000_messages"])
     redis = (
         f"redis {row['redis_cpu_us_per_delivery']:.3f} us/delivery, "
         f"{row['redis_cpu_us_per_message']:.1f} us/message ({row['redis_cpu_pct']:.0f}%)"
@@ -211,7 +204,7 @@ def show(row: dict) -> str:
         f"p50/p99 {row['p50_ms']:.1f}/{row['p99_ms']:.1f} ms "
         f"loss {row['loss_pct']}% | CPU us per own delivery, each node {nodes}; all nodes "
         f"per delivery {row['nodes_cpu_us_per_delivery']:.3f}; sleeps per 1000 messages, "
-        f"each node {sleeps} | {redis}"
+        f"each node {slept} | {redis}"
     )
 
 
