@@ -1,6 +1,7 @@
 """Benchmark a machat cluster: one room over 1, 2 and 3 nodes, and many rooms over them.
 
-    python bench/cluster.py [--loadgen PATH] [--quick] [--repeat N] [--messages M] [--json OUT]
+    python bench/cluster.py [--loadgen PATH] [--quick] [--repeat N] [--messages M]
+                            [--pin auto|off|S:G] [--json OUT]
 
 Every configuration starts a fresh ``redis-server`` (loopback TCP, no persistence)
 and N nodes (``--redis``), drives them with loadgen-c (``--ports P1,P2,...``, clients
@@ -13,6 +14,12 @@ Figures per configuration: deliveries/s, p50/p99 latency, CPU per delivery of ea
 node and of all nodes, Redis's CPU per delivery and per room message (one message
 said in a room, whatever its number of recipients).  This machine has 2 cores shared
 by nodes, Redis and the load generator: it measures cost, not capacity.
+
+Placement (``--pin``, as in ``bench/run.py``): by default the nodes -- plain or in the
+cluster -- run on the first CPU, and Redis and loadgen-c on the others.  The nodes'
+CPU is what the target is about; left to the scheduler, they were moved about and
+shared a core with Redis and the generator, and a cluster node's CPU per delivery
+went up by a quarter (and swung twice as much) while a plain node's did not move.
 
 Without ``--loadgen``, loadgen-c is built from ``../shared/loadgen-c`` (as
 ``bench/run.py`` does); if it cannot be built, the script says why and exits 2.
@@ -34,6 +41,7 @@ from pathlib import Path
 
 from benchlib import sleeps
 from generators import LOADGEN_C_SRC, build_loadgen_c
+from targets import Placement
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_FLAGS = ("--rate", "0", "--max-per-ip", "0", "--max-clients", "0", "--stats-interval", "0")
@@ -59,9 +67,10 @@ def wait_for(path: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: f
 class Cluster:
     """Redis (unless ``nodes`` is 0: one plain node) and the nodes, in a work dir."""
 
-    def __init__(self, nodes: int, workdir: Path) -> None:
+    def __init__(self, nodes: int, workdir: Path, placement: Placement) -> None:
         self.count = nodes
         self.dir = workdir
+        self.placement = placement
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
         self.node_pids: list[int] = []
@@ -76,6 +85,7 @@ class Cluster:
         return self
 
     def _start(self) -> None:
+        placement = self.placement
         flags: list[str] = []
         if self.count:
             port = free_port()
@@ -84,6 +94,7 @@ class Cluster:
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--logfile", str(log), "--dir", str(self.dir)],
                 stdout=subprocess.DEVNULL,
+                preexec_fn=placement.preexec(placement.generator),
             )  # fmt: skip
             self.procs.append(redis)
             self.redis_pid = redis.pid
@@ -97,7 +108,13 @@ class Cluster:
             if self.count:
                 args += ["--node", f"n{i}"]
             with log.open("wb") as out:
-                node = subprocess.Popen(args, cwd=REPO, stderr=out, stdout=subprocess.DEVNULL)
+                node = subprocess.Popen(
+                    args,
+                    cwd=REPO,
+                    stderr=out,
+                    stdout=subprocess.DEVNULL,
+                    preexec_fn=placement.preexec(placement.server),
+                )
             self.procs.append(node)
             wait_for(log, "joined through Redis" if self.count else "listening on", node)
             self.ports.append(port)
@@ -114,8 +131,18 @@ class Cluster:
                 proc.wait()
 
 
-def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path) -> dict:
-    with Cluster(nodes, workdir) as cluster:
+def run(
+    loadgen: str,
+    nodes: int,
+    scenario: list[str],
+    workdir: Path,
+    placement: Placement | None = None,
+) -> dict:
+    """One run: a fresh Redis and nodes, loadgen-c, the figures.  Placement: as the
+    default ``--pin auto`` if not given (`Placement.parse`)."""
+    if placement is None:
+        placement = Placement.parse("auto")
+    with Cluster(nodes, workdir, placement) as cluster:
         pids = cluster.node_pids + ([cluster.redis_pid] if cluster.redis_pid else [])
         command = [
             loadgen,
@@ -124,8 +151,16 @@ def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path) -> dict:
             "--timeout", "120",
             *scenario,
         ]  # fmt: skip
+        # (where they really run: the placement, as the system applied it)
+        cpus = [sorted(os.sched_getaffinity(pid)) for pid in pids]
         slept = [sleeps(pid) or 0 for pid in cluster.node_pids]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            preexec_fn=placement.preexec(placement.generator),
+        )
         slept = [(sleeps(pid) or 0) - s for pid, s in zip(cluster.node_pids, slept, strict=True)]
     if not result.stdout.strip():
         raise RuntimeError(f"loadgen-c failed: {result.stderr}")
@@ -150,6 +185,9 @@ def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path) -> dict:
         "nodes": nodes or 1,
         "redis": bool(nodes),
         "scenario": " ".join(scenario),
+        "placement": placement.describe(),
+        "node_cpus": cpus[: len(cluster.node_pids)],
+        "redis_cpus": cpus[len(cluster.node_pids) :],
         "completed": r["stopped"] == "complete",
         "loss_pct": r["loss_pct"],
         "deliveries_per_s": r["deliveries_per_s"],
@@ -221,7 +259,17 @@ def main() -> int:
         "--messages", type=int, metavar="M", help="messages per sender in the full-load "
         "runs (default 3000, as issue 8's bursts; longer runs swing less)",
     )  # fmt: skip
+    parser.add_argument(
+        "--pin",
+        default="auto",
+        help="CPU placement: auto (the nodes on the first CPU, Redis and the generator on"
+        " the others, when there are two or more), off, or S:G such as 0:1 (default auto)",
+    )
     args = parser.parse_args()
+    try:
+        placement = Placement.parse(args.pin)
+    except ValueError as exc:
+        parser.error(str(exc))
     quick = args.quick
     c, m, pm = (60, "200", "200") if quick else (150, "3000", "2000")
     if args.messages:
@@ -258,11 +306,12 @@ def main() -> int:
                 return 2
             loadgen = str(binary)
             print(f"loadgen-c: {how}", flush=True)
+        print(f"placement: {placement.describe()}; Redis on the generator's CPUs", flush=True)
         for repetition in range(max(args.repeat, 1)):
             for i, (nodes, scenario, _) in enumerate(plan):
                 workdir = Path(tmp) / f"run{repetition}-{i}"
                 workdir.mkdir()
-                row = run(loadgen, nodes, scenario, workdir)
+                row = run(loadgen, nodes, scenario, workdir, placement)
                 runs[i].append(row)
                 print(show(row), flush=True)
                 if args.json:

@@ -292,3 +292,9 @@ def test_cluster_py_quick(tmp_path: Path) -> None:
         assert all(n > 0 for n in row["node_sleeps_per_1000_messages"])  # (it waits at times)
         assert (row.get("redis_cpu_us_per_message", 0) > 0) == row["redis"]
     assert sum("x one node serving as many members" in x for x in proc.stdout.splitlines()) == 4
+    # Placed by default as `--pin auto`: the nodes on the first CPU, Redis on the others.
+    cpus = sorted(os.sched_getaffinity(0))
+    nodes_on, redis_on = (cpus[:1], cpus[1:]) if len(cpus) > 1 else (cpus, cpus)
+    for row in rows:
+        assert row["node_cpus"] == [nodes_on] * row["nodes"], row
+        assert row["redis_cpus"] == ([redis_on] if row["redis"] else []), row
