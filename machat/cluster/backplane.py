@@ -245,6 +245,8 @@ class Backplane:
         self.config = config
         self.node = config.node
         self.incarnation = secrets.token_hex(8)
+        #: The cluster protocol this node speaks (`wire.PROTOCOL`).
+        self.protocol = wire.PROTOCOL
         self.keys = keys = Keys(config.prefix)
         self._listener = listener
         self._node_channel = keys.node_channel(config.node)
@@ -282,6 +284,8 @@ class Backplane:
         self._down_reason = "not connected yet"
         self._outages = 0
         self._last_beat = -math.inf  # trio time the last successful heartbeat was sent
+        #: (node, its protocol or "") of a live node that kept this one out at start
+        self._speaks_other = ("", "")
         self._gave_up = False
         self._beat_now = trio.Event()
 
@@ -424,6 +428,14 @@ class Backplane:
                 f"(--node NAME must be unique; a node that died frees it within "
                 f"{config.presence_ttl:g} s)"
             )
+        if status == "protocol":
+            other, spoken = self._speaks_other
+            theirs = f"cluster protocol {spoken}" if spoken else "an older cluster protocol"
+            return (
+                f"node {other} of this cluster speaks {theirs}, this node {self.protocol}: "
+                "nodes of different versions cannot share rooms, so upgrade every node "
+                "together (stop the old ones, then start the new)"
+            )
         self._note_up()
         return None
 
@@ -490,6 +502,7 @@ class Backplane:
             str(int(config.presence_ttl * 1000)),
             str(int(2 * config.presence_ttl * 1000)),
             mode,
+            str(self.protocol),
         ]
         if mode != "retire":
             for key, user in self._users.items():
@@ -500,7 +513,9 @@ class Backplane:
         sent = trio.current_time()
         result: Any = await self._heartbeat_script(args=self._beat_args(mode))
         status = result[0]
-        if status == "taken":
+        if status == "protocol":  # (only at start)
+            self._speaks_other = (str(result[2]), str(result[3]))
+        if status in ("taken", "protocol"):
             return status
         self._last_beat = sent
         self._gave_up = False

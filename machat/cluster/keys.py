@@ -8,6 +8,7 @@ so that in a Redis Cluster each room, and each node, lives in one slot.
 key                            type    what
 =============================  ======  ===============================================
 ``nodes``                      zset    node -> alive until (ms, Redis's clock)
+``protocols``                  hash    node -> the cluster protocol it speaks
 ``node:{N}:inc``               string  the incarnation running as node N (a lease)
 ``node:{N}:users``             hash    folded name -> ``Name<TAB>room`` of N's users
 ``name:<folded name>``         string  the name's lease: ``node<TAB>inc<TAB>Name<TAB>n``
@@ -33,6 +34,7 @@ class Keys:
     def __init__(self, prefix: str = "machat:") -> None:
         self.prefix = prefix
         self.nodes = prefix + "nodes"
+        self.protocols = prefix + "protocols"
         self.all_channel = prefix + "all"
         self.groups = prefix + "groups"
 

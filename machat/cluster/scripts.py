@@ -163,22 +163,27 @@ return 1
 #: A node's heartbeat, which also reaps nodes that stopped beating.
 #:
 #: ARGV: prefix, node, incarnation, alive ms, lease ms, users ttl ms, mode
-#: (``start``, ``beat``, or ``retire`` to leave now), then (folded name, Name, room,
-#: lease value) per user.
+#: (``start``, ``beat``, or ``retire`` to leave now), the cluster protocol this node
+#: speaks (`wire.PROTOCOL`), then (folded name, Name, room, lease value) per user.
 #:
+#: At ``start``, a node alive that speaks another protocol (or none: a node older
+#: than protocols) keeps this one out: {``protocol``, now ms, that node, its
+#: protocol or ""}, and nothing is written.
 #: Refreshes this node's liveness, its incarnation lease and its users' name leases.
 #: If the incarnation lease was gone (Redis lost its data, or this node was reaped),
 #: presence is written afresh and free names are claimed again.  Then every node
 #: whose liveness ran out is removed: its users' entries and name leases are deleted
 #: and ``X`` (with the users) is published on the all channel, so the rooms hear that
-#: they left.  Returns {status, now ms, lost name, ...}; status is ``ok``, ``fresh``
-#: or ``taken`` (another incarnation holds this node name).
+#: they left.  Returns {status, now ms, lost name, ...}; status is ``ok``, ``fresh``,
+#: ``taken`` (another incarnation holds this node name) or ``protocol`` (above).
 HEARTBEAT = r"""
 local P, node, inc = ARGV[1], ARGV[2], ARGV[3]
 local alive, lease, uttl, mode = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local proto = ARGV[8]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nodes = P .. 'nodes'
+local protocols = P .. 'protocols'
 local inckey = P .. 'node:{' .. node .. '}:inc'
 local users = P .. 'node:{' .. node .. '}:users'
 local held = redis.call('GET', inckey)
@@ -190,13 +195,25 @@ else
   if held ~= inc then
     if held then return {'taken', string.format('%d', now)} end
     status = 'fresh'
+  end
+  if mode == 'start' then
+    local others = redis.call('ZRANGEBYSCORE', nodes, string.format('%d', now), '+inf')
+    for _, d in ipairs(others) do
+      local spoken = redis.call('HGET', protocols, d)
+      if d ~= node and spoken ~= proto then
+        return {'protocol', string.format('%d', now), d, spoken or ''}
+      end
+    end
+  end
+  redis.call('HSET', protocols, node, proto)
+  if status == 'fresh' then
     out[1] = status
     redis.call('DEL', users)
   end
   redis.call('SET', inckey, inc, 'PX', lease)
   redis.call('ZADD', nodes, string.format('%d', now + alive), node)
 end
-for i = 8, #ARGV, 4 do
+for i = 9, #ARGV, 4 do
   local key = P .. 'name:' .. ARGV[i]
   local v = redis.call('GET', key)
   local ours = v == ARGV[i + 3]
@@ -219,6 +236,7 @@ local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. string.format('%d
 for _, d in ipairs(dead) do
   if d ~= node or mode == 'retire' then
     redis.call('ZREM', nodes, d)
+    redis.call('HDEL', protocols, d)
     local ukey = P .. 'node:{' .. d .. '}:users'
     local entries = redis.call('HGETALL', ukey)
     local parts = {'X\t' .. d}

@@ -47,6 +47,7 @@ from ..protocol.formatting import text_run
 from ..server.passes import RoomPass
 
 __all__ = [
+    "PROTOCOL",
     "Batch",
     "Moderated",
     "NodeGone",
@@ -60,6 +61,14 @@ __all__ = [
     "encode_moderated",
     "encode_notice",
 ]
+
+
+#: The cluster protocol this node speaks: these payloads, the scripts and what they
+#: keep in Redis.  A node joins only a cluster whose live nodes all speak it
+#: (`scripts.HEARTBEAT`), since nodes that read each other differently would lose
+#: messages without a word.  Raise it with any change to one of them.  (1 was the
+#: ``M`` batches, before any node said which protocol it spoke.)
+PROTOCOL = 2
 
 
 class WireError(ValueError):

@@ -488,6 +488,37 @@ async def test_a_node_name_in_use_is_refused(start_node) -> None:
         await start_node("a")
 
 
+async def test_a_node_of_another_protocol_is_kept_out(start_node, redis, monkeypatch) -> None:
+    """Nodes that read each other's payloads differently would lose messages without
+    a word: a node whose cluster protocol differs from a live node's does not join,
+    and writes nothing."""
+    await start_node("a")
+    assert redis.cli("HGET", "machat:protocols", "a") == str(wire.PROTOCOL)
+    monkeypatch.setattr(wire, "PROTOCOL", wire.PROTOCOL + 1)
+    speaks = f"node a of this cluster speaks cluster protocol {wire.PROTOCOL - 1}, this node"
+    with pytest.raises(ClusterUnavailable, match=f"{speaks} {wire.PROTOCOL}: .* upgrade every"):
+        await start_node("b")
+    assert redis.cli("ZSCORE", "machat:nodes", "b") == ""
+    assert redis.cli("HGET", "machat:protocols", "b") == ""
+
+
+async def test_a_node_older_than_protocols_keeps_a_new_one_out_until_it_is_gone(
+    start_node, redis
+) -> None:
+    """A live node with no protocol written is older than protocols; once it is gone
+    (reaped, its record with it), a new node joins."""
+    far = str(int(time.time() * 1000) + 600_000)
+    redis.cli("ZADD", "machat:nodes", far, "ghost")
+    with pytest.raises(ClusterUnavailable, match="node ghost .* speaks an older cluster protocol"):
+        await start_node("a")
+    redis.cli("ZADD", "machat:nodes", "1", "ghost")  # (it stopped beating long ago)
+    redis.cli("HSET", "machat:protocols", "ghost", "1")
+    await start_node("a")  # (its first beat reaps the ghost)
+    assert redis.cli("ZSCORE", "machat:nodes", "ghost") == ""
+    assert redis.cli("HGET", "machat:protocols", "ghost") == ""
+    assert redis.cli("HGET", "machat:protocols", "a") == str(wire.PROTOCOL)
+
+
 async def test_unreachable_redis_at_start_fails_fast(start_node, tmp_path) -> None:
     url = f"unix://{tmp_path}/nothing.sock"
     started = trio.current_time()

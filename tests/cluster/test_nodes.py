@@ -361,6 +361,21 @@ async def test_a_dead_redis_at_start_is_one_clear_line(tmp_path, scheme: str) ->
     assert "Traceback" not in result.stderr.decode()
 
 
+async def test_a_node_of_another_version_is_refused_with_one_clear_line(redis) -> None:
+    """A live node that speaks no protocol (older) or another: this one exits at once,
+    with one line that says which node and what to do."""
+    redis.cli("ZADD", "machat:nodes", str(10**14), "old-1")  # (alive till the year 5138)
+    with trio.fail_after(10):
+        result = await trio.run_process(
+            node_command(redis.url, "a"), capture_stderr=True, check=False, cwd=ROOT
+        )
+    log = result.stderr.decode()
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert result.returncode != 0 and len(errors) == 1, log
+    assert "node old-1 of this cluster speaks an older cluster protocol" in errors[0]
+    assert "upgrade every node together" in errors[0] and "Traceback" not in log
+
+
 @pytest.mark.parametrize(
     "args", [["--redis", "http://x"], ["--node", "a"], ["--redis", "unix:///x", "--node", "-a"]]
 )
