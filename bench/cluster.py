@@ -19,7 +19,8 @@ Placement (``--pin``, as in ``bench/run.py``): by default the nodes -- plain or 
 cluster -- run on the first CPU, and Redis and loadgen-c on the others.  The nodes'
 CPU is what the target is about; left to the scheduler, they were moved about and
 shared a core with Redis and the generator, and a cluster node's CPU per delivery
-went up by a quarter (and swung twice as much) while a plain node's did not move.
+went up by about a quarter (and swung three times as much) while a plain node's did
+not move.
 
 Without ``--loadgen``, loadgen-c is built from ``../shared/loadgen-c`` (as
 ``bench/run.py`` does); if it cannot be built, the script says why and exits 2.
@@ -131,17 +132,8 @@ class Cluster:
                 proc.wait()
 
 
-def run(
-    loadgen: str,
-    nodes: int,
-    scenario: list[str],
-    workdir: Path,
-    placement: Placement | None = None,
-) -> dict:
-    """One run: a fresh Redis and nodes, loadgen-c, the figures.  Placement: as the
-    default ``--pin auto`` if not given (`Placement.parse`)."""
-    if placement is None:
-        placement = Placement.parse("auto")
+def run(loadgen: str, nodes: int, scenario: list[str], workdir: Path, placement: Placement) -> dict:
+    """One run: a fresh Redis and nodes, loadgen-c, the figures."""
     with Cluster(nodes, workdir, placement) as cluster:
         pids = cluster.node_pids + ([cluster.redis_pid] if cluster.redis_pid else [])
         command = [

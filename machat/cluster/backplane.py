@@ -284,8 +284,6 @@ class Backplane:
         self._down_reason = "not connected yet"
         self._outages = 0
         self._last_beat = -math.inf  # trio time the last successful heartbeat was sent
-        #: (node, its protocol or "") of a live node that kept this one out at start
-        self._speaks_other = ("", "")
         self._gave_up = False
         self._beat_now = trio.Event()
 
@@ -419,7 +417,7 @@ class Backplane:
         try:
             with trio.fail_after(2 * config.connect_timeout + config.command_timeout):
                 await self._client.ping()
-                status = await self._beat("start")
+                status, *detail = await self._beat("start")
         except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
             return f"cannot reach Redis at {config.url}: {_describe(exc)}"
         if status == "taken":
@@ -429,7 +427,7 @@ class Backplane:
                 f"{config.presence_ttl:g} s)"
             )
         if status == "protocol":
-            other, spoken = self._speaks_other
+            other, spoken = detail
             theirs = f"cluster protocol {spoken}" if spoken else "an older cluster protocol"
             return (
                 f"node {other} of this cluster speaks {theirs}, this node {self.protocol}: "
@@ -509,14 +507,16 @@ class Backplane:
                 args += (key, user.name, user.room, user.lease)
         return args
 
-    async def _beat(self, mode: str) -> str:
+    async def _beat(self, mode: str) -> list[str]:
+        """The heartbeat (`scripts.HEARTBEAT`): its status, and for ``protocol`` (only at
+        start) the node that kept this one out and the protocol it speaks."""
         sent = trio.current_time()
         result: Any = await self._heartbeat_script(args=self._beat_args(mode))
         status = result[0]
-        if status == "protocol":  # (only at start)
-            self._speaks_other = (str(result[2]), str(result[3]))
-        if status in ("taken", "protocol"):
-            return status
+        if status == "protocol":
+            return [status, str(result[2]), str(result[3])]
+        if status == "taken":
+            return [status]
         self._last_beat = sent
         self._gave_up = False
         lost = list(result[2:])
@@ -528,7 +528,7 @@ class Backplane:
                 if user is not None:
                     self._pending_set[fold_name(name)] = None
             self._listener.names_lost(lost, "cluster unavailable: name taken over while cut off")
-        return status
+        return [status]
 
     async def _keeper(self) -> None:
         """Heartbeat (and reap) every ``heartbeat`` seconds; probe quickly while down."""
@@ -537,7 +537,7 @@ class Backplane:
             try:
                 with trio.fail_after(config.command_timeout * 2):
                     async with self._presence_lock:
-                        status = await self._beat("beat")
+                        status, *_ = await self._beat("beat")
                         await self._flush_presence()
             except (*_REDIS_ERRORS, trio.TooSlowError) as exc:
                 self._note_down(exc)

@@ -34,7 +34,6 @@ class Keys:
     def __init__(self, prefix: str = "machat:") -> None:
         self.prefix = prefix
         self.nodes = prefix + "nodes"
-        self.protocols = prefix + "protocols"
         self.all_channel = prefix + "all"
         self.groups = prefix + "groups"
 

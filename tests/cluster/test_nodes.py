@@ -362,8 +362,8 @@ async def test_a_dead_redis_at_start_is_one_clear_line(tmp_path, scheme: str) ->
 
 
 async def test_a_node_of_another_version_is_refused_with_one_clear_line(redis) -> None:
-    """A live node that speaks no protocol (older) or another: this one exits at once,
-    with one line that says which node and what to do."""
+    """A live node older than cluster protocols (it wrote none): this one exits at
+    once, with one line that says which node and what to do."""
     redis.cli("ZADD", "machat:nodes", str(10**14), "old-1")  # (alive till the year 5138)
     with trio.fail_after(10):
         result = await trio.run_process(
