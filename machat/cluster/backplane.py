@@ -13,7 +13,10 @@ Design (after Centrifugo's Redis engine):
   from the stream (``XRANGE``).  A publish carries (incarnation, batch number), so a
   retry after a lost reply is not added twice; and its batch, when the node's own
   subscription brings it back, says that Redis ran it, so a publish whose reply
-  was lost after that is settled without a retry.
+  was lost after that is settled without a retry.  A retry that Redis no longer
+  knows (it came back empty) is a new batch of a new stream; every batch, published
+  or stored, names the publish that made it, and a node that delivered the first
+  copy takes the second's ids without delivering it (`RoomFeed.discard`).
 - **Epochs.**  A room's stream starts after its epoch: Redis's clock in microseconds
   when it began, or higher.  If Redis comes back without it, the next publish starts
   a new stream above every id used before; nodes notice the new epoch.
@@ -100,6 +103,10 @@ BUSY_GATHERS = 10
 #: This node's latest batches seen on the subscription, kept by batch number for a
 #: publish whose answer is lost (`Backplane._came_back`).
 OWN_BATCHES_KEPT = 1024
+#: The latest batches of a room kept by the publish that made them, to know a copy
+#: (`Backplane._copy_of`): a copy is a publish in doubt when Redis went, and those
+#: are a node's last publishes before the outage (none is accepted during it).
+MADE_KEPT = 256
 
 
 @attrs.frozen
@@ -213,6 +220,9 @@ class BackplaneStatistics:
     outages: int
     #: Publishes whose answer was lost, waiting to be sent again.
     publishes_in_doubt: int = 0
+    #: Copies of batches delivered here already (published again after Redis came
+    #: back empty), not delivered again.
+    copies_discarded: int = 0
 
 
 @attrs.define(eq=False)
@@ -236,6 +246,8 @@ class _Room:
     filling: bool = False
     #: feed.head at the last keeper round (what should have arrived by the next one).
     checked_head: int = 0
+    #: The publish that made each of the latest batches -> (epoch, first id).
+    made: dict[wire.Made, tuple[int, int]] = attrs.Factory(dict)
 
 
 class Backplane:
@@ -333,6 +345,7 @@ class Backplane:
         self._batches_received = 0
         self._delivered = 0
         self._gaps_filled = 0
+        self._copies_discarded = 0
 
     def __repr__(self) -> str:
         return f"<Backplane {self.node} {self.config.url} up={self._up}>"
@@ -394,6 +407,7 @@ class Backplane:
             sessions=self._sessions,
             outages=self._outages,
             publishes_in_doubt=len(self._in_doubt),
+            copies_discarded=self._copies_discarded,
         )
 
     # -- life --------------------------------------------------------------------------
@@ -457,13 +471,15 @@ class Backplane:
                 stats = self.statistics()
                 logger.info(
                     "cluster: leaving; published %d lines in %d batches, received %d "
-                    "batches, delivered %d messages, filled %d gaps, lost %d",
+                    "batches, delivered %d messages, filled %d gaps, lost %d, discarded "
+                    "%d copies",
                     stats.lines_published,
                     stats.batches_published,
                     stats.batches_received,
                     stats.messages_delivered,
                     stats.gaps_filled,
                     stats.messages_lost,
+                    stats.copies_discarded,
                 )
                 with trio.move_on_after(config.command_timeout):
                     await self._retire()
@@ -740,7 +756,7 @@ class Backplane:
         self._by_channel[room.channel] = room
         try:
             await self._subscribe(room.channel)
-            epoch, seq, _ = await self._read_room(key, "after", 0, 0)
+            epoch, seq, _, _ = await self._read_room(key, "after", 0, 0)
         except (*_REDIS_ERRORS, ClusterUnavailable, trio.TooSlowError) as exc:
             if self._rooms.get(key) is room:
                 self._forget_room(room)
@@ -752,7 +768,7 @@ class Backplane:
         room.feed = RoomFeed(epoch, seq)
         early, room.early = room.early or [], None
         for batch in early:
-            self._offer(room, batch.epoch, batch.room_pass(room.name))
+            self._offer(room, batch)
         room.opened.set()
         return room.feed.last
 
@@ -1000,9 +1016,11 @@ class Backplane:
 
     async def _read_room(
         self, key: str, mode: str, after: int, count: int, spelled: str | None = None
-    ) -> tuple[int, int, list[Row]]:
-        """(epoch, seq, rows); epoch and seq are 0 for a room without a stream.  The
-        rows' room is ``spelled``, else as the room is open here, else ``key``."""
+    ) -> tuple[int, int, list[Row], list[tuple[wire.Made, int, int]]]:
+        """(epoch, seq, rows, made); epoch and seq are 0 for a room without a stream.
+        The rows' room is ``spelled``, else as the room is open here, else ``key``.
+        ``made``: (publish, first id, count) of each batch whose first entry is
+        among the rows."""
         result: Any = await self._read(
             keys=[self.keys.room_meta(key), self.keys.room_log(key)],
             args=[mode, after, count],
@@ -1012,30 +1030,47 @@ class Backplane:
         if spelled is None:
             room = self._rooms.get(key)
             spelled = room.name if room is not None else key
-        rows = [
-            (spelled, result[i + 1], result[i + 2], int(result[i]), float(result[i + 3]))
-            for i in range(2, len(result), 4)
-        ]
-        return epoch, seq, rows
+        rows: list[Row] = []
+        made: list[tuple[wire.Made, int, int]] = []
+        for i in range(2, len(result), 5):
+            rows.append(
+                (spelled, result[i + 1], result[i + 2], int(result[i]), float(result[i + 3]))
+            )
+            if result[i + 4] and (batch := wire.decode_made(result[i + 4])) is not None:
+                made.append((batch[0], int(result[i]), batch[1]))
+        return epoch, seq, rows, made
 
     async def recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
         """The room's last ``count`` messages, oldest first.  Raises ClusterUnavailable."""
         if count <= 0:
             return ()
         try:
-            _, _, rows = await self._read_room(fold_name(room), "last", 0, count, room)
+            _, _, rows, _ = await self._read_room(fold_name(room), "last", 0, count, room)
         except _REDIS_ERRORS as exc:
             self._note_down(exc)
             raise self._unavailable() from None
         return tuple(ev.Message(*row) for row in reversed(rows))
 
     async def since(self, room: str, after: int, limit: int) -> tuple[tuple[ev.Message, ...], bool]:
-        """Up to ``limit`` messages with ids above ``after``, and whether none were lost."""
+        """Up to ``limit`` messages with ids above ``after``, and whether none were lost.
+
+        A copy (`_copy_of`) of messages the client had (``after`` or before, in a
+        stream Redis has lost since) is left out when this node delivered the first
+        copy; a node that did not (the room had no member here) cannot tell it."""
+        key = fold_name(room)
         try:
-            epoch, seq, rows = await self._read_room(fold_name(room), "after", after, limit, room)
+            epoch, seq, rows, made = await self._read_room(key, "after", after, limit, room)
         except _REDIS_ERRORS as exc:
             self._note_down(exc)
             raise self._unavailable() from None
+        if made and (here := self._rooms.get(key)) is not None:
+            had: set[int] = set()
+            for publish, first, count in made:
+                known = here.made.get(publish)
+                if known is not None and known[0] != epoch and known[1] <= after:
+                    # (the first copy's ids up to ``after`` reached the client)
+                    had.update(range(first, first + min(count, after - known[1] + 1)))
+            rows = [row for row in rows if row[3] not in had]
         if rows:
             complete = rows[0][3] == after + 1
         else:
@@ -1135,12 +1170,12 @@ class Backplane:
                     self._batches_received += 1
                     if batch.origin != self.node:
                         self._remote_at[room.key] = trio.current_time()
-                    else:
+                    elif batch.incarnation == self.incarnation:
                         self._came_back(batch)
                     if room.early is not None:
                         room.early.append(batch)
                     else:
-                        self._offer(room, batch.epoch, batch.room_pass(room.name))
+                        self._offer(room, batch)
                 else:
                     origin, event = wire.decode_room_notice(data, room.name)
                     if origin != self.node:
@@ -1181,16 +1216,64 @@ class Backplane:
                 self._succeed(request, reply)
                 return
 
-    def _offer(self, room: _Room, epoch: int, batch: RoomPass) -> None:
+    def _offer(self, room: _Room, batch: wire.Batch) -> None:
         feed = room.feed
         restarts = feed.restarts
-        out = feed.offer_pass(epoch, batch)
+        epoch = batch.epoch
+        out: RoomPass | None
+        if self._copy_of(room, batch.made, epoch, batch.first, batch.count):
+            rows = feed.discard(epoch, batch.first, batch.count)
+            out = RoomPass.of_rows(rows) if rows else None
+        else:
+            out = feed.offer_pass(epoch, batch.room_pass(room.name))
         if feed.restarts != restarts:
             logger.warning("cluster: room %s's stream was lost; restarted at %d", room.name, epoch)
         if out is not None:
             self._emit(room.key, out)
         if feed.first_ahead() is not None:
             self._start_fill(room)
+
+    def _offer_stored(
+        self, room: _Room, epoch: int, rows: list[Row], made: list[tuple[wire.Made, int, int]]
+    ) -> list[Row]:
+        """`RoomFeed.offer` of rows read from the stream, the copies among them
+        discarded (`_copy_of`)."""
+        feed = room.feed
+        copies = [(f, n) for publish, f, n in made if self._copy_of(room, publish, epoch, f, n)]
+        if not copies:
+            return feed.offer(epoch, rows)
+        out = []
+        for first, count in copies:
+            out += feed.discard(epoch, first, count)
+        kept = [r for r in rows if not any(f <= r[3] < f + n for f, n in copies)]
+        return out + feed.offer(epoch, kept)
+
+    def _copy_of(self, room: _Room, made: wire.Made, epoch: int, first: int, count: int) -> bool:
+        """Whether a batch is a copy of one this room delivered: made by the same
+        publish, in another stream (sent again after Redis lost the first).  Else
+        the batch is kept as that publish's."""
+        known = room.made.get(made)
+        if known is not None and known[0] == epoch:
+            return False  # the same batch again (the feed knows its ids)
+        if known is None or not room.feed.delivered(known[0], known[1] + count - 1):
+            # (the first copy never reached the members here: this one does)
+            kept = room.made
+            kept.pop(made, None)
+            kept[made] = (epoch, first)
+            if len(kept) > MADE_KEPT:
+                del kept[next(iter(kept))]
+            return False
+        self._copies_discarded += 1
+        logger.info(
+            "cluster: room %s: %d messages from node %s were published again after Redis "
+            "lost them; delivered here already (as %d-%d), not again",
+            room.name,
+            count,
+            made[0],
+            known[1],
+            known[1] + count - 1,
+        )
+        return True
 
     # -- handing messages to the listener ------------------------------------------------
 
@@ -1303,9 +1386,11 @@ class Backplane:
             while self._rooms.get(room.key) is room:
                 feed = room.feed
                 start = feed.last + 1
-                epoch, seq, rows = await self._read_room(room.key, "after", feed.last, FILL_CHUNK)
+                epoch, seq, rows, made = await self._read_room(
+                    room.key, "after", feed.last, FILL_CHUNK
+                )
                 feed.note_head(epoch, seq)
-                out = feed.offer(epoch, rows) if epoch else []
+                out = self._offer_stored(room, epoch, rows, made) if epoch else []
                 if feed.last < start and feed.gap() is not None:
                     # The stream no longer holds what comes next: give it up.
                     candidates = [row[3] for row in rows if row[3] > feed.last]

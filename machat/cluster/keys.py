@@ -13,7 +13,9 @@ key                            type    what
 ``node:{N}:users``             hash    folded name -> ``Name<TAB>room`` of N's users
 ``name:<folded name>``         string  the name's lease: ``node<TAB>inc<TAB>Name<TAB>n``
 ``room:{R}:meta``              hash    ``epoch``, ``seq`` (last id), ``n:<node>`` (dedup)
-``room:{R}:log``               stream  the room's messages, entry id ``<msg id>-0``
+``room:{R}:log``               stream  the room's messages, entry id ``<msg id>-0``:
+                                       ``f`` sender, ``t`` text, ``s`` ts, and on a
+                                       batch's first, ``b`` (the publish that made it)
 ``groups``                     hash    folded #name -> owner's folded name, its lease,
                                        ``#Name``, members (one per line): valid while
                                        that lease is the owner's (`scripts.GROUP`)

@@ -23,6 +23,11 @@ __all__ = ["CLAIM", "GROUP", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ", "ROSTER
 #: it as it is, for the nodes to hand to their members), then the keys' expiry in
 #: ms.  Returns {first id, epoch, ts, duplicate}.
 #:
+#: The batch's first entry in the stream also says which publish made it (field
+#: ``b``: node, incarnation, batch seq and count, tab-separated), as the published
+#: batch's header does: a publish sent again after Redis lost everything starts a
+#: new stream, and the nodes that delivered the first copy know it by that.
+#:
 #: ``epoch`` is the id the room's current stream began after.  When the meta is
 #: missing (a new room, or Redis lost it) a new stream starts after the larger of
 #: Redis's clock in microseconds and ``floor`` (the last id the publishing node
@@ -56,11 +61,17 @@ local ts = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 local maxlen = ARGV[2]
 local body = ARGV[8]
 local pos = 1
+local made = node .. '\t' .. inc .. '\t' .. ARGV[5] .. '\t' .. n
 for i = 0, n - 1 do
   local a = string.find(body, ':', pos, true)
   local b = string.find(body, '\n', a + 1, true)
-  redis.call('XADD', log, 'MAXLEN', '~', maxlen, string.format('%d', first + i) .. '-0',
-             'f', string.sub(body, pos, a - 1), 't', string.sub(body, a + 1, b - 1), 's', ts)
+  local id = string.format('%d', first + i) .. '-0'
+  local from, text = string.sub(body, pos, a - 1), string.sub(body, a + 1, b - 1)
+  if i == 0 then
+    redis.call('XADD', log, 'MAXLEN', '~', maxlen, id, 'f', from, 't', text, 's', ts, 'b', made)
+  else
+    redis.call('XADD', log, 'MAXLEN', '~', maxlen, id, 'f', from, 't', text, 's', ts)
+  end
   pos = b + 1
 end
 local sfirst = string.format('%d', first)
@@ -69,7 +80,7 @@ redis.call('HSET', meta, 'n:' .. node,
 redis.call('PEXPIRE', meta, ARGV[9])
 redis.call('PEXPIRE', log, ARGV[9])
 local head = 'R\t' .. epoch .. '\t' .. sfirst .. '\t' .. ts .. '\t' .. n .. '\t' .. node
-             .. '\t' .. ARGV[5]
+             .. '\t' .. ARGV[5] .. '\t' .. inc
 if n > 0 then
   redis.call('PUBLISH', ARGV[1], head .. '\n' .. body)
 end
@@ -80,7 +91,8 @@ return {sfirst, epoch, ts, 0}
 #:
 #: KEYS: meta, log.  ARGV: mode (``after``: ids > ARGV[2], oldest first; ``last``:
 #: the newest ARGV[3], newest first), id, count.  Returns {epoch, seq, id, sender,
-#: text, ts, ...}; epoch and seq are ``""`` when the room has no stream.
+#: text, ts, made, ...}; epoch and seq are ``""`` when the room has no stream, and
+#: ``made`` is the publish a batch's first entry names (`PUBLISH`), else ``""``.
 READ = r"""
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
 local seq = redis.call('HGET', KEYS[1], 'seq') or ''
@@ -101,6 +113,7 @@ for _, e in ipairs(entries) do
   table.insert(out, m['f'] or '')
   table.insert(out, m['t'] or '')
   table.insert(out, m['s'] or '0')
+  table.insert(out, m['b'] or '')
 end
 return out
 """

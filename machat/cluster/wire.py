@@ -14,10 +14,10 @@ stream once noticed): upgrade a cluster's nodes together.
 
 Room channel (``room:R``)::
 
-    R<TAB>epoch<TAB>first id<TAB>ts<TAB>count<TAB>origin node<TAB>batch number
+    R<TAB>epoch<TAB>first id<TAB>ts<TAB>count<TAB>origin node<TAB>batch number<TAB>incarnation
     sender 1:text 1                       a batch (the Lua script writes it): ``count``
     sender 2:text 2                       messages with ids first, first+1, ...; the
-    ...                                   origin's number for the publish that made it
+    ...                                   publish that made it (`Made`)
     J<TAB>origin<TAB>name                                      joined
     L<TAB>origin<TAB>name<TAB>reason                           left
     N<TAB>origin<TAB>old<TAB>new                               renamed
@@ -49,12 +49,14 @@ from ..server.passes import RoomPass
 __all__ = [
     "PROTOCOL",
     "Batch",
+    "Made",
     "Moderated",
     "NodeGone",
     "Run",
     "decode_all",
     "decode_batch",
     "decode_direct",
+    "decode_made",
     "decode_room_notice",
     "encode_broadcast",
     "encode_lines",
@@ -67,8 +69,9 @@ __all__ = [
 #: keep in Redis.  A node joins only a cluster whose live nodes all speak it
 #: (`scripts.HEARTBEAT`), since nodes that read each other differently would lose
 #: messages without a word.  Raise it with any change to one of them.  (1 was the
-#: ``M`` batches, before any node said which protocol it spoke.)
-PROTOCOL = 2
+#: ``M`` batches, before any node said which protocol it spoke; 2, batches that did
+#: not name the origin's incarnation.)
+PROTOCOL = 3
 
 
 class WireError(ValueError):
@@ -84,10 +87,17 @@ class Batch:
     ts: float
     count: int
     origin: str
+    #: The origin's incarnation (its batch numbers start again in each).
+    incarnation: str
     #: The origin's number for the publish (`scripts.PUBLISH`'s batch seq).
     seq: int
     #: The messages in the text wire format: ``sender:text\n`` each.
     lines: str
+
+    @property
+    def made(self) -> Made:
+        """The publish that made it: the same for a copy published again."""
+        return (self.origin, self.incarnation, self.seq)
 
     def room_pass(self, room: str) -> RoomPass:
         """The messages as a pass of ``room`` (its rows made only if asked for)."""
@@ -99,6 +109,24 @@ class NodeGone:
     node: str
     #: (name, room) of every user the node had
     users: tuple[tuple[str, str], ...]
+
+
+#: The publish that made a batch: (origin node, its incarnation, its batch number).
+#: A publish sent again after Redis lost everything is a new batch of a new stream,
+#: made by the same publish.
+Made = tuple[str, str, int]
+
+
+def decode_made(field: str) -> tuple[Made, int] | None:
+    """A stored batch's first entry's ``b`` field (`scripts.PUBLISH`): the publish that
+    made it and the batch's count; None for the other entries (``""``)."""
+    parts = field.split("\t")
+    if len(parts) != 4:
+        return None
+    try:
+        return (parts[0], parts[1], int(parts[2])), int(parts[3])
+    except ValueError:
+        return None
 
 
 #: One sender's consecutive texts, as a room's pass holds them (a list or a tuple:
@@ -115,7 +143,7 @@ def encode_lines(runs: Iterable[Run]) -> str:
 def decode_batch(payload: str) -> Batch:
     head, _, lines = payload.partition("\n")
     parts = head.split("\t")
-    if len(parts) != 7 or parts[0] != "R":
+    if len(parts) != 8 or parts[0] != "R":
         raise WireError(f"bad batch header {head[:80]!r}")
     try:
         epoch, first, ts, count = int(parts[1]), int(parts[2]), float(parts[3]), int(parts[4])
@@ -125,7 +153,7 @@ def decode_batch(payload: str) -> Batch:
     newlines = lines.count("\n")
     if newlines != count or (count and not lines.endswith("\n")):
         raise WireError(f"batch of {count} with {newlines} newlines")
-    return Batch(epoch, first, ts, count, parts[5], seq, lines)
+    return Batch(epoch, first, ts, count, parts[5], parts[7], seq, lines)
 
 
 def encode_notice(origin: str, event: ev.Join | ev.Leave | ev.Nick) -> str:

@@ -264,17 +264,105 @@ async def test_a_publish_in_doubt_is_settled_when_its_batch_comes_back(start_nod
     assert a.bp.statistics().publishes_in_doubt == 1
     last = a.bp.last_id("dev")
     epoch = a.bp._rooms["dev"].feed.epoch
-    a.bp._on_message(
-        a.bp.keys.room_channel("dev"), f"R\t{epoch}\t{last + 1}\t1.5\t1\ta\t{seq}\nMina:hi\n"
-    )
+    payload = f"R\t{epoch}\t{last + 1}\t1.5\t1\ta\t{seq}\t{a.bp.incarnation}\nMina:hi\n"
+    a.bp._on_message(a.bp.keys.room_channel("dev"), payload)
     assert a.bp.statistics().publishes_in_doubt == 0
     await a.rec.wait_for(lambda: a.rec.texts("dev") == ["hi"])  # (delivered, once)
     # Another node's batch of that number settles nothing.
     a.bp._in_doubt.append(request)
     a.bp._on_message(
-        a.bp.keys.room_channel("dev"), f"R\t{epoch}\t{last + 2}\t1.5\t1\tb\t{seq}\nBob:yo\n"
+        a.bp.keys.room_channel("dev"), f"R\t{epoch}\t{last + 2}\t1.5\t1\tb\t{seq}\tb1\nBob:yo\n"
     )
     assert a.bp.statistics().publishes_in_doubt == 1
+    # Nor does one of that number from an earlier life of this node (a restart).
+    a.bp._on_message(
+        a.bp.keys.room_channel("dev"), f"R\t{epoch}\t{last + 3}\t1.5\t1\ta\t{seq}\told\nMina:yo\n"
+    )
+    assert a.bp.statistics().publishes_in_doubt == 1
+
+
+def _request(
+    node, room: str, seq: int, text: str, *, floor: int = 0, resent: bool = False
+) -> backplane_module._Publish:
+    """A publish of one line by Mina, as the publisher sends it (``resent``: again)."""
+    bp = node.bp
+    args = [bp.keys.room_channel(room), 1000, bp.node, bp.incarnation, seq, floor, 1,
+            wire.encode_lines([("Mina", [text])]), 60_000]  # fmt: skip
+    keys = [bp.keys.room_meta(room), bp.keys.room_log(room)]
+    return backplane_module._Publish(keys, args, room, 1, seq, resent=resent)
+
+
+async def _published_then_redis_emptied(start_node, redis) -> tuple:
+    """Nodes a and b deliver a's line "said once", then Redis loses everything; node c
+    opens the room only then.  Returns a, b, c, the line's id and its batch number."""
+    a, b = await start_node("a"), await start_node("b")
+    for node in (a, b):
+        await node.bp.open_room("dev")
+    seq = next(a.bp._batch_seq)
+    original = _request(a, "dev", seq, "said once")
+    await a.bp._send_publishes([original])
+    first = int(original.result[0])
+    for node in (a, b):
+        await node.rec.wait_for(lambda node=node: node.rec.texts("dev") == ["said once"])
+    redis.cli("FLUSHALL")
+    c = await start_node("c")
+    await c.bp.open_room("dev")
+    return a, b, c, first, seq
+
+
+async def _sent_again_then_after(a, first: int, seq: int, redis) -> tuple[int, int]:
+    """a sends batch ``seq`` again (its answer was lost, for all a knows), then "after";
+    returns the copy's id and the id of "after"."""
+    await a.bp._send_publishes([_request(a, "dev", seq, "said once", floor=first, resent=True)])
+    # Redis knew nothing of it: a new batch, whose entry names the publish that made it.
+    entry = redis.cli("XRANGE", a.bp.keys.room_log("dev"), "-", "+").split("\n")
+    assert entry[-2:] == ["b", f"a\t{a.bp.incarnation}\t{seq}\t1"]
+    copy = int(entry[0].removesuffix("-0"))
+    return copy, await a.bp.publish("dev", [("Mina", ["after"])])
+
+
+async def _delivered_once_each(a, b, c, first: int, copy: int, after: int) -> None:
+    assert copy > first and after == copy + 1
+    for node in (a, b):  # they delivered the first copy: not the second
+        await node.rec.wait_for(lambda node=node: node.rec.texts("dev") == ["said once", "after"])
+        assert node.rec.ids("dev") == [first, after]
+        assert node.bp.statistics().copies_discarded == 1
+        assert node.bp.last_id("dev") == after
+    # c's members never had it: for them the copy is the line.
+    await c.rec.wait_for(lambda: c.rec.texts("dev") == ["said once", "after"])
+    assert c.rec.ids("dev") == [copy, after]
+    assert c.bp.statistics().copies_discarded == 0
+
+
+async def test_a_publish_sent_again_after_redis_came_back_empty_is_delivered_once(
+    start_node, redis
+) -> None:
+    """Redis ran a publish whose answer was lost, then lost everything: sent again,
+    it is a new batch of a new stream, made by the same publish.  The nodes that
+    delivered the first copy take the second's id without delivering it; a client
+    resuming from the first copy's id is not given it again."""
+    a, b, c, first, seq = await _published_then_redis_emptied(start_node, redis)
+    copy, after = await _sent_again_then_after(a, first, seq, redis)
+    await _delivered_once_each(a, b, c, first, copy, after)
+    messages, complete = await b.bp.since("dev", first, 10)
+    assert [m.text for m in messages] == ["after"] and not complete
+    # One who had not got it yet is given it; the stored history holds the copy.
+    messages, _ = await b.bp.since("dev", first - 1, 10)
+    assert [m.text for m in messages] == ["said once", "after"]
+    assert [m.text for m in await b.bp.recent("dev", 10)] == ["said once", "after"]
+
+
+async def test_a_copy_read_from_the_stream_is_not_delivered_again(start_node, redis) -> None:
+    """The copy arrives while no node is subscribed: each catches up from the stream,
+    where the copy's first entry names the publish that made it."""
+    a, b, c, first, seq = await _published_then_redis_emptied(start_node, redis)
+    sessions = [node.bp.statistics().sessions for node in (a, b, c)]
+    redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    copy, after = await _sent_again_then_after(a, first, seq, redis)
+    await _delivered_once_each(a, b, c, first, copy, after)
+    for node, before in zip((a, b, c), sessions, strict=True):
+        assert node.bp.statistics().sessions > before
+        assert node.bp.statistics().gaps_filled >= 1
 
 
 async def test_a_moderation_action_waits_for_redis_then_reaches_the_others(

@@ -114,3 +114,75 @@ def test_a_first_stream_is_not_a_restart() -> None:
     feed = RoomFeed()
     assert [m[3] for m in feed.offer(EPOCH, msgs(EPOCH + 1, 1))] == [EPOCH + 1]
     assert feed.restarts == 0
+
+
+@settings(deadline=None)
+@given(deliveries(), st.data())
+def test_discarded_batches_take_their_turn_and_deliver_nothing(
+    case: tuple[int, list], data: st.DataObject
+) -> None:
+    """Some batches are copies (discarded however they come: live or from the
+    stream); the others are delivered each once, in order, and the ids of both are
+    taken, so nothing waits on a copy's ids."""
+    total, offered = case
+    batches = sorted(set(offered))
+    copies = {b for b in batches if data.draw(st.booleans())}
+    feed = RoomFeed()
+    out: list[int] = []
+
+    def offer(first: int, size: int) -> None:
+        if (first, size) in copies:
+            rows = feed.discard(EPOCH, first, size)
+        else:
+            rows = feed.offer(EPOCH, msgs(first, size))
+        out.extend(m[3] for m in rows)
+
+    for first, size in offered:
+        offer(first, size)
+    # A fill brings the stream from the first gap, each copy known for what it is
+    # (the batches never offered are no copies).
+    starts = {first: size for first, size in batches}
+    i = max(feed.last, EPOCH) + 1  # (a feed offered nothing yet knows no epoch)
+    while i <= EPOCH + total:
+        size = starts.get(i, 1)
+        offer(i, size)
+        i += size
+    discarded = {i for first, size in copies for i in range(first, first + size)}
+    assert out == [i for i in range(EPOCH + 1, EPOCH + total + 1) if i not in discarded]
+    assert feed.last == EPOCH + total and feed.gap() is None
+
+
+def test_a_copy_next_in_line_moves_the_feed_on() -> None:
+    feed = RoomFeed(EPOCH, EPOCH)
+    assert feed.discard(EPOCH, EPOCH + 1, 3) == []
+    assert feed.last == EPOCH + 3 and feed.gap() is None
+    assert feed.offer(EPOCH, msgs(EPOCH + 4, 1)) == msgs(EPOCH + 4, 1)
+
+
+def test_a_copy_filling_a_gap_lets_what_waited_behind_it_go() -> None:
+    feed = RoomFeed(EPOCH, EPOCH)
+    assert feed.offer(EPOCH, msgs(EPOCH + 3, 2)) == []
+    assert feed.discard(EPOCH, EPOCH + 1, 2) == msgs(EPOCH + 3, 2)
+    # The copy's rows from the stream, later, are not delivered either.
+    assert feed.offer(EPOCH, msgs(EPOCH + 1, 4)) == []
+    assert feed.last == EPOCH + 4
+
+
+def test_a_copy_ahead_of_a_gap_stays_discarded_when_its_rows_come() -> None:
+    feed = RoomFeed(EPOCH, EPOCH)
+    assert feed.discard(EPOCH, EPOCH + 2, 2) == []
+    assert feed.gap() == EPOCH + 1 and feed.first_ahead() == EPOCH + 2
+    assert feed.offer(EPOCH, msgs(EPOCH + 1, 4)) == msgs(EPOCH + 1, 1) + msgs(EPOCH + 4, 1)
+
+
+def test_what_was_delivered_of_a_replaced_stream_is_remembered() -> None:
+    feed = RoomFeed(EPOCH, EPOCH)
+    feed.offer(EPOCH, msgs(EPOCH + 1, 3))
+    feed.offer(EPOCH, msgs(EPOCH + 6, 1))  # ahead of a gap: never delivered
+    assert feed.delivered(EPOCH, EPOCH + 3) and not feed.delivered(EPOCH, EPOCH + 4)
+    new = 5 * EPOCH
+    feed.offer(new, msgs(new + 1, 1))
+    assert feed.delivered(EPOCH, EPOCH + 3)
+    assert not feed.delivered(EPOCH, EPOCH + 6)  # dropped with the old stream
+    assert feed.delivered(new, new + 1) and not feed.delivered(new, new + 2)
+    assert not feed.delivered(3 * EPOCH, 3 * EPOCH + 1)  # a stream never seen here

@@ -12,10 +12,11 @@ from machat.protocol.formatting import encode_messages_text
 
 
 def test_batch_as_the_publish_script_writes_it() -> None:
-    payload = "R\t100\t101\t1764582609.000123\t2\tnode-a\t7\nMina:hello\tthere\nBob::) é\n"
+    payload = "R\t100\t101\t1764582609.000123\t2\tnode-a\t7\t5f3c\nMina:hello\tthere\nBob::) é\n"
     batch = wire.decode_batch(payload)
     assert (batch.epoch, batch.first, batch.count) == (100, 101, 2)
-    assert (batch.origin, batch.seq) == ("node-a", 7)
+    assert (batch.origin, batch.incarnation, batch.seq) == ("node-a", "5f3c", 7)
+    assert batch.made == ("node-a", "5f3c", 7)
     assert batch.ts == 1764582609.000123
     made = batch.room_pass("Dev")
     assert made.text == "Mina:hello\tthere\nBob::) é\n".encode()  # as members get it
@@ -29,13 +30,15 @@ def test_batch_as_the_publish_script_writes_it() -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        "R\t1\t2\t3\t2\tn\t1\nMina:hi\n",  # fewer lines than its count
-        "R\t1\t2\t3\t1\tn\t1\nMina:hi\nBob:yo\n",  # more
-        "R\t1\t2\t3\t1\tn\t1\nMina:hi",  # no newline after the last
-        "R\t1\tx\t3\t1\tn\t1\nMina:hi\n",
-        "R\t1\t2\t3\t1\tn\tx\nMina:hi\n",
+        "R\t1\t2\t3\t2\tn\t1\ti\nMina:hi\n",  # fewer lines than its count
+        "R\t1\t2\t3\t1\tn\t1\ti\nMina:hi\nBob:yo\n",  # more
+        "R\t1\t2\t3\t1\tn\t1\ti\nMina:hi",  # no newline after the last
+        "R\t1\tx\t3\t1\tn\t1\ti\nMina:hi\n",
+        "R\t1\t2\t3\t1\tn\tx\ti\nMina:hi\n",
         "Q\t1",
-        "R\t1\t2\t3\t1\tn\nMina:hi\n",  # no batch number
+        "R\t1\t2\t3\t1\tn\ti\nMina:hi\n",  # no batch number
+        # Cluster protocol 2's batch, without the incarnation: refused.
+        "R\t1\t2\t3\t1\tn\t1\nMina:hi\n",
         # The batch of the nodes before the text format (a sender and a text a line
         # each): refused, not read as lines.
         "M\t1\t2\t3\t1\tn\nMina\nhi",
@@ -44,6 +47,12 @@ def test_batch_as_the_publish_script_writes_it() -> None:
 def test_bad_batches_are_refused(payload: str) -> None:
     with pytest.raises(wire.WireError):
         wire.decode_batch(payload)
+
+
+def test_a_stored_batch_says_which_publish_made_it() -> None:
+    assert wire.decode_made("node-a\t5f3c\t7\t3") == (("node-a", "5f3c", 7), 3)
+    for field in ("", "node-a\t5f3c\t7", "node-a\t5f3c\tx\t3", "a\tb\t1\t2\t3"):
+        assert wire.decode_made(field) is None
 
 
 @pytest.mark.parametrize(
@@ -120,6 +129,6 @@ def test_a_publish_body_is_the_text_format_of_its_lines(runs) -> None:
     assert body.encode() == encode_messages_text(
         [ev.Message("dev", sender, text, 1, 1.5) for sender, text in lines]
     )
-    batch = wire.decode_batch(f"R\t100\t101\t1.5\t{len(lines)}\tnode-a\t3\n{body}")
+    batch = wire.decode_batch(f"R\t100\t101\t1.5\t{len(lines)}\tnode-a\t3\ti\n{body}")
     assert batch.room_pass("dev").text == body.encode()
     assert [(row[1], row[2]) for row in batch.room_pass("dev").rows] == lines
