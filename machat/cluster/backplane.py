@@ -599,11 +599,8 @@ class Backplane:
         self._users.clear()
         if names:
             self._listener.names_lost(names, reason)
-        if self._in_doubt:  # their senders are gone; whatever Redis took, it keeps
-            logger.warning(
-                "cluster: no longer resolving %d publishes in doubt", len(self._in_doubt)
-            )
-            self._in_doubt.clear()
+        # Publishes in doubt stay: their senders were told that their lines reach the
+        # room once the cluster answers, and only once (`_fail`), gone or not.
         # What they said on the way out is stale by now; the others reap us anyway.
         self._pending_notices.clear()
 

@@ -224,6 +224,24 @@ async def test_a_publish_lost_on_the_way_is_neither_refused_nor_repeated(
     await _each_once([a, b], first, ["before", "in doubt", "after"], redis)
 
 
+async def test_a_publish_in_doubt_outlives_the_node_giving_up_its_users(
+    start_node, redis, nursery
+) -> None:
+    """Cut off long enough to give up its users, the node still sends its publish in
+    doubt once Redis answers: its sender was told the line reaches the room then."""
+    cutter, a, b, first = await _two_nodes_a_behind(PublishCutter(redis), start_node, nursery)
+    assert await a.bp.claim_name("Mina")
+    cutter.cut_request()
+    with trio.fail_after(5), pytest.raises(PublishInDoubt):
+        await a.bp.publish("dev", [("Mina", ["in doubt"])])
+    cutter.cut_everything()
+    await a.rec.wait_for(lambda: [names for names, _ in a.rec.lost] == [("Mina",)])  # (0.7 x 2 s)
+    assert a.bp.statistics().publishes_in_doubt == 1
+    cutter.release()
+    await a.rec.wait_for(lambda: a.bp.statistics().publishes_in_doubt == 0)
+    await _each_once([a, b], first, ["before", "in doubt"], redis)
+
+
 async def test_a_publish_whose_answer_is_lost_is_settled_by_its_batch(
     start_node, redis, nursery
 ) -> None:
