@@ -6,8 +6,9 @@ cluster the differences are these:
 - A room's task (`ClusterRoom`) sends each fan-out pass to Redis in one publish
   call instead of numbering it itself; the pass comes back through the
   subscription, in the cluster's order, and is then fanned out to this node's
-  members by the same `Room._deliver` the single node uses.  A pass Redis did not
-  take is refused at once with ``! ERROR 113`` to each of its senders.
+  members by the same `Room._deliver` the single node uses; the room's next pass is
+  made once the last one is back (`ClusterRoom._wait_for_own`).  A pass Redis did
+  not take is refused at once with ``! ERROR 113`` to each of its senders.
 - Names are claimed cluster-wide before a member is registered or renamed.
 - ``/list``, ``/who``, ``/rooms``, ``/msg``, group messages, ``@ALL:``, ``/history``
   and ``/stats`` ask the cluster.  Joins, leaves and renames are told to the other
@@ -50,6 +51,9 @@ logger = logging.getLogger("machat.cluster")
 
 #: Seconds between attempts to open a room's subscription while Redis is away.
 OPEN_RETRY = 0.5
+#: Seconds at most that a room waits for its last pass to come back before it
+#: publishes the next (`ClusterRoom._wait_for_own`).
+OWN_PASS_WAIT = 0.1
 
 
 def _refusal(exc: ClusterUnavailable) -> ChatError:
@@ -84,6 +88,27 @@ class ClusterRoom(Room):
                     items = await self._gather(item)
                     await self._publish_pass(items)
                     self._passed(items)
+                    await self._wait_for_own()
+
+    async def _wait_for_own(self) -> None:
+        """Wait (at most `OWN_PASS_WAIT`) until the last pass has come back and been
+        fanned out here before making the next.
+
+        Its answer comes a moment before its batch does, and a pass made at the
+        answer takes only what came meanwhile: its senders, not yet shown their own
+        lines, have not gone on.  Waiting for the batch as well, one room of 150 at
+        full load (bench/cluster.py, pinned, medians) cost 0.040 us per delivery
+        against 0.045 on one node, 0.067 against 0.070 on two, and the same on three,
+        with fewer passes (106 against 130 for 18,000 messages on one node) and more
+        deliveries per second (17.4 M against 15.7 M on one node)."""
+        if self.last_id >= self._published:
+            return
+        waiter = (self._published, trio.Event())
+        self._waiters.append(waiter)
+        with trio.move_on_after(OWN_PASS_WAIT):
+            await waiter[1].wait()
+        if not waiter[1].is_set():  # (it never came: lost, or in doubt)
+            self._waiters.remove(waiter)
 
     def _spacing(self) -> float:
         # A pass is a script call to Redis whatever the room's size, and a write per

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 import trio
 import trio.testing
 
 from machat.cluster.errors import ClusterUnavailable, PublishInDoubt
-from machat.cluster.node import ClusterRoom
+from machat.cluster.node import OWN_PASS_WAIT, ClusterRoom
 from machat.protocol.formatting import Format
 from machat.server.member import Member
 from machat.server.passes import RoomPass
@@ -18,12 +19,23 @@ from tests.helpers import QueueSender
 
 
 class _Backplane:
-    """Records each publish (one script call in the real one) and gives ids."""
+    """Records each publish (one script call in the real one) and gives ids; each
+    publish comes back to ``room`` at once, as if through the subscription, unless
+    ``returns`` is False (then `come_back` brings what was published)."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.times: list[float] = []
         self.next_id = 1
+        self.room: ClusterRoom | None = None
+        self.returns = True
+        self.published: list[RoomPass] = []
+
+    def come_back(self) -> None:
+        assert self.room is not None
+        for messages in self.published:
+            self.room.deliver_cluster(messages)
+        self.published = []
 
     async def open_room(self, name: str) -> int:
         return 0
@@ -39,6 +51,11 @@ class _Backplane:
         self.calls.append(texts)
         self.times.append(trio.current_time())
         first, self.next_id = self.next_id, self.next_id + len(texts)
+        lines = [(sender, text) for sender, run in runs for text in run]
+        rows = [(room, sender, text, first + i, 0.0) for i, (sender, text) in enumerate(lines)]
+        self.published.append(RoomPass.of_rows(rows))
+        if self.returns and self.room is not None:
+            self.come_back()
         return first
 
 
@@ -49,6 +66,7 @@ async def _trickle(
     moved by hand once every task is blocked; the room's calls are recorded."""
     backplane = _Backplane()
     room = ClusterRoom("dev", backplane=backplane, fanout_interval=interval)  # type: ignore[arg-type]
+    backplane.room = room
     for i in range(members):
         room.add(Member(f"M{i}", Format.TEXT, QueueSender(1 << 20)))
     async with trio.open_nursery() as nursery:
@@ -90,6 +108,41 @@ async def test_a_big_cluster_room_spaces_a_trickle_as_a_single_node_does(
     gaps = [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
     assert min(gaps[:-1]) >= 0.01, gaps  # (the last call is the close's flush)
     assert len(times) <= 2 + 0.080 / 0.01, gaps
+
+
+async def test_a_pass_waits_until_the_last_has_come_back(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """The next pass is made once the last has come back through the cluster and
+    been fanned out here (its senders go on once they see their lines), or after
+    `OWN_PASS_WAIT` if it never comes."""
+    backplane = _Backplane()
+    backplane.returns = False
+    room = ClusterRoom("dev", backplane=backplane)  # type: ignore[arg-type]
+    backplane.room = room
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(room.run)
+        room.send_nowait("Mina", "a")
+        await trio.testing.wait_all_tasks_blocked()
+        room.send_many_nowait("Mina", ["b", "c"])
+        await trio.testing.wait_all_tasks_blocked()
+        assert backplane.calls == [["a"]]  # "a" is on its way back
+        backplane.come_back()
+        await trio.testing.wait_all_tasks_blocked()
+        assert backplane.calls == [["a"], ["b", "c"]]
+        # "b" and "c" never come back: "d" goes once the wait is over.
+        start = trio.current_time()
+        room.send_nowait("Mina", "d")
+        mock_clock.jump(OWN_PASS_WAIT - 0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(backplane.calls) == 2
+        mock_clock.jump(0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        assert backplane.calls[-1] == ["d"]
+        assert backplane.times[-1] == pytest.approx(start + OWN_PASS_WAIT)
+        assert [target for target, _ in room._waiters] == [4]  # only the wait for "d"
+        room.close()
+        mock_clock.autojump_threshold = 0
 
 
 class _FailingBackplane(_Backplane):
