@@ -103,10 +103,8 @@ BUSY_GATHERS = 10
 #: This node's latest batches seen on the subscription, kept by batch number for a
 #: publish whose answer is lost (`Backplane._came_back`).
 OWN_BATCHES_KEPT = 1024
-#: The latest batches of a room kept by the publish that made them, to know a copy
-#: (`Backplane._copy_of`): a copy is a publish in doubt when Redis went, and those
-#: are a node's last publishes before the outage (none is accepted during it).
-MADE_KEPT = 256
+#: Copies a room remembers having discarded, for `Backplane.since`.
+COPIES_KEPT = 64
 
 
 @attrs.frozen
@@ -246,8 +244,13 @@ class _Room:
     filling: bool = False
     #: feed.head at the last keeper round (what should have arrived by the next one).
     checked_head: int = 0
-    #: The publish that made each of the latest batches -> (epoch, first id).
-    made: dict[wire.Made, tuple[int, int]] = attrs.Factory(dict)
+    #: origin node -> (the publish that made its latest batch, epoch, first id).
+    #: A copy (`Backplane._copy_of`) is a publish in doubt when Redis went, and a
+    #: node has at most one of those per room: its last (a room awaits each publish,
+    #: and none is accepted during the outage; the one in doubt goes first after).
+    made: dict[str, tuple[wire.Made, int, int]] = attrs.Factory(dict)
+    #: The latest copies discarded: first id -> (the first copy's first id, count).
+    copies: dict[int, tuple[int, int]] = attrs.Factory(dict)
 
 
 class Backplane:
@@ -1052,21 +1055,20 @@ class Backplane:
         """Up to ``limit`` messages with ids above ``after``, and whether none were lost.
 
         A copy (`_copy_of`) of messages the client had (``after`` or before, in a
-        stream Redis has lost since) is left out when this node delivered the first
-        copy; a node that did not (the room had no member here) cannot tell it."""
+        stream Redis has lost since) is left out if this node discarded it; a node
+        that did not (the room had no member here when the first copy came, or the
+        copy has not come yet) cannot tell it."""
         key = fold_name(room)
         try:
-            epoch, seq, rows, made = await self._read_room(key, "after", after, limit, room)
+            epoch, seq, rows, _ = await self._read_room(key, "after", after, limit, room)
         except _REDIS_ERRORS as exc:
             self._note_down(exc)
             raise self._unavailable() from None
-        if made and (here := self._rooms.get(key)) is not None:
+        if (here := self._rooms.get(key)) is not None and here.copies:
             had: set[int] = set()
-            for publish, first, count in made:
-                known = here.made.get(publish)
-                if known is not None and known[0] != epoch and known[1] <= after:
-                    # (the first copy's ids up to ``after`` reached the client)
-                    had.update(range(first, first + min(count, after - known[1] + 1)))
+            for first, (original, count) in here.copies.items():
+                # (the first copy's ids up to ``after`` reached the client)
+                had.update(range(first, first + min(count, after - original + 1)))
             rows = [row for row in rows if row[3] not in had]
         if rows:
             complete = rows[0][3] == after + 1
@@ -1249,28 +1251,29 @@ class Backplane:
         """Whether a batch is a copy of one this room delivered: made by the same
         publish, in another stream (sent again after Redis lost the first).  Else
         the batch is kept as that publish's."""
-        known = room.made.get(made)
-        if known is not None and known[0] == epoch:
-            return False  # the same batch again (the feed knows its ids)
-        if known is None or not room.feed.delivered(known[0], known[1] + count - 1):
+        known = room.made.get(made[0])
+        if known is not None and known[0] == made:
+            if known[1] == epoch:
+                return False  # the same batch again (the feed knows its ids)
+            if room.feed.delivered(known[1], known[2] + count - 1):
+                self._copies_discarded += 1
+                logger.info(
+                    "cluster: room %s: %d messages from node %s were published again "
+                    "after Redis lost them; delivered here already (as %d-%d), not again",
+                    room.name,
+                    count,
+                    made[0],
+                    known[2],
+                    known[2] + count - 1,
+                )
+                room.copies[first] = (known[2], count)
+                if len(room.copies) > COPIES_KEPT:
+                    del room.copies[next(iter(room.copies))]
+                return True
             # (the first copy never reached the members here: this one does)
-            kept = room.made
-            kept.pop(made, None)
-            kept[made] = (epoch, first)
-            if len(kept) > MADE_KEPT:
-                del kept[next(iter(kept))]
-            return False
-        self._copies_discarded += 1
-        logger.info(
-            "cluster: room %s: %d messages from node %s were published again after Redis "
-            "lost them; delivered here already (as %d-%d), not again",
-            room.name,
-            count,
-            made[0],
-            known[1],
-            known[1] + count - 1,
-        )
-        return True
+        if known is None or (epoch, first) > known[1:]:  # (a fill may bring older ones)
+            room.made[made[0]] = (made, epoch, first)
+        return False
 
     # -- handing messages to the listener ------------------------------------------------
 

@@ -370,6 +370,27 @@ async def test_a_publish_sent_again_after_redis_came_back_empty_is_delivered_onc
     assert [m.text for m in await b.bp.recent("dev", 10)] == ["said once", "after"]
 
 
+async def test_a_room_remembers_each_nodes_last_publish_only(start_node) -> None:
+    """A copy is of a node's last publish to the room (the one in doubt when Redis
+    went), so that is all a room keeps per node: however many batches, one entry;
+    and an older batch, as a fill brings it after a newer one came live, does not
+    take its place."""
+    a, b = await start_node("a"), await start_node("b")
+    for node in (a, b):
+        await node.bp.open_room("dev")
+    for i in range(5):
+        await a.bp.publish("dev", [("Mina", [f"a{i}"])])
+        await b.bp.publish("dev", [("Bob", [f"b{i}"])])
+    await a.rec.wait_for(lambda: len(a.rec.ids("dev")) == 10)
+    room = a.bp._rooms["dev"]
+    assert sorted(room.made) == ["a", "b"]
+    made, epoch, first = room.made["b"]
+    assert (made[0], made[1]) == ("b", b.bp.incarnation) and first == a.rec.ids("dev")[-1]
+    older = (made[0], made[1], made[2] - 1)
+    assert not a.bp._copy_of(room, older, epoch, first - 2, 1)
+    assert room.made["b"] == (made, epoch, first)
+
+
 async def test_a_copy_read_from_the_stream_is_not_delivered_again(start_node, redis) -> None:
     """The copy arrives while no node is subscribed: each catches up from the stream,
     where the copy's first entry names the publish that made it."""
