@@ -98,9 +98,10 @@ class ClusterRoom(Room):
         answer takes only what came meanwhile: its senders, not yet shown their own
         lines, have not gone on.  Waiting for the batch as well, one room of 150 at
         full load (bench/cluster.py, pinned, medians) cost 0.040 us per delivery
-        against 0.045 on one node, 0.067 against 0.070 on two, and the same on three,
-        with fewer passes (106 against 130 for 18,000 messages on one node) and more
-        deliveries per second (17.4 M against 15.7 M on one node)."""
+        against 0.045 on one node, 0.067 against 0.070 on two, and about the same on
+        three (0.075-0.077 against 0.075), with fewer passes (106 against 130 for
+        18,000 messages on one node) and more deliveries per second (17.4 M against
+        15.7 M on one node)."""
         if self.last_id >= self._published:
             return
         waiter = (self._published, trio.Event())
