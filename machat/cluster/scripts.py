@@ -185,10 +185,12 @@ return 1
 #: Refreshes this node's liveness, its incarnation lease and its users' name leases.
 #: If the incarnation lease was gone (Redis lost its data, or this node was reaped),
 #: presence is written afresh and free names are claimed again.  Then every node
-#: whose liveness ran out is removed: its users' entries and name leases are deleted
-#: and ``X`` (with the users) is published on the all channel, so the rooms hear that
-#: they left.  Returns {status, now ms, lost name, ...}; status is ``ok``, ``fresh``,
-#: ``taken`` (another incarnation holds this node name) or ``protocol`` (above).
+#: whose liveness ran out is removed: its users' entries, name leases and groups are
+#: deleted and ``X`` (with the users) is published on the all channel, so the rooms
+#: hear that they left.  (No incarnation of a node reaped is alive: a live one would
+#: have kept its liveness; so every lease naming it is dead.)  Returns {status,
+#: now ms, lost name, ...}; status is ``ok``, ``fresh``, ``taken`` (another
+#: incarnation holds this node name) or ``protocol`` (above).
 HEARTBEAT = r"""
 local P, node, inc = ARGV[1], ARGV[2], ARGV[3]
 local alive, lease, uttl, mode = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
@@ -261,6 +263,13 @@ for _, d in ipairs(dead) do
       table.insert(parts, entries[j + 1])
     end
     redis.call('DEL', ukey, P .. 'node:{' .. d .. '}:inc')
+    local groups = redis.call('HGETALL', P .. 'groups')
+    for j = 1, #groups, 2 do
+      local owner = string.match(groups[j + 1], '^[^\n]*\n([^\n]*)\n')
+      if owner and string.sub(owner, 1, #mark) == mark then
+        redis.call('HDEL', P .. 'groups', groups[j])
+      end
+    end
     redis.call('PUBLISH', P .. 'all', table.concat(parts, '\n'))
   end
 end
@@ -320,7 +329,8 @@ return found
 #: folded name``, ``owner's lease``, ``#Name``, then the members, one per line.  A
 #: record whose owner no longer holds that lease (left, or its node died) does not
 #: count and is deleted when met, so a group lasts as long as its owner's
-#: connection, as on one server; an owner who leaves deletes its groups (`PRESENCE`).
+#: connection, as on one server; an owner who leaves deletes its groups (`PRESENCE`),
+#: and so does the reaping of a node that died (`HEARTBEAT`).
 #: Returns the group's (valid) record, or false; ``define`` sets it unless someone
 #: else owns it (then returns theirs).
 GROUP = r"""

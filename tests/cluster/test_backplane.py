@@ -584,17 +584,22 @@ async def test_a_node_that_leaves_takes_its_users_along(start_node) -> None:
     assert await a.bp.claim_name("bob")
 
 
-async def test_a_node_that_stops_beating_is_reaped_within_the_ttl(start_node) -> None:
+async def test_a_node_that_stops_beating_is_reaped_within_the_ttl(start_node, redis) -> None:
     ttl = 2.0
     a, b = await start_node("a", presence_ttl=ttl), await start_node("b", presence_ttl=ttl)
     assert await b.bp.claim_name("Bob")
     b.bp.set_room("Bob", "dev")
-    await eventually(lambda: users_online(a, 1))
+    assert await b.bp.define_group("Bob", "#Crew", ["Bob", "Eve"]) is None
+    assert await a.bp.claim_name("Mina")
+    assert await a.bp.define_group("Mina", "#Team", ["Bob"]) is None
+    await eventually(lambda: users_online(a, 2))
     died = trio.current_time()
     b.scope.cancel()  # no goodbye: as good as dead
     await a.rec.wait_for(lambda: a.rec.gone != [], within=ttl)
     assert trio.current_time() - died <= ttl
     assert a.rec.gone == [("b", (("Bob", "dev"),))]
+    # Its groups went with it, with no one asking for them; the others' stay.
+    assert redis.cli("HKEYS", "machat:groups") == "#team"
     assert await a.bp.claim_name("bob")
 
 
