@@ -291,6 +291,7 @@ class Backplane:
         self._roster = client.register_script(scripts.ROSTER)
         self._route = client.register_script(scripts.ROUTE)
         self._group_script = client.register_script(scripts.GROUP)
+        self._record_copy_script = client.register_script(scripts.RECORD_COPY)
 
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
@@ -756,7 +757,7 @@ class Backplane:
         self._by_channel[room.channel] = room
         try:
             await self._subscribe(room.channel)
-            epoch, seq, _, _ = await self._read_room(key, "after", 0, 0)
+            stored = await self._read_room(key, "after", 0, 0)
         except (*_REDIS_ERRORS, ClusterUnavailable, trio.TooSlowError) as exc:
             if self._rooms.get(key) is room:
                 self._forget_room(room)
@@ -765,7 +766,7 @@ class Backplane:
                 raise
             self._note_down(exc)
             raise self._unavailable() from None
-        room.feed = RoomFeed(epoch, seq)
+        room.feed = RoomFeed(stored.epoch, stored.seq)
         early, room.early = room.early or [], None
         for batch in early:
             self._offer(room, batch)
@@ -1015,64 +1016,77 @@ class Backplane:
     # -- reading the stream ------------------------------------------------------------
 
     async def _read_room(
-        self, key: str, mode: str, after: int, count: int, spelled: str | None = None
-    ) -> tuple[int, int, list[Row], list[tuple[wire.Made, int, int]]]:
-        """(epoch, seq, rows, made); epoch and seq are 0 for a room without a stream.
-        The rows' room is ``spelled``, else as the room is open here, else ``key``.
-        ``made``: (publish, first id, count) of each batch whose first entry is
-        among the rows."""
+        self,
+        key: str,
+        mode: str,
+        after: int,
+        count: int,
+        spelled: str | None = None,
+        *,
+        copies: bool = False,
+    ) -> _Stored:
+        """What the room's stream holds: ``count`` rows after ``after``, or its
+        last ``count`` (``mode``: "after" or "last").  The rows' room is
+        ``spelled``, else as the room is open here, else ``key``.  ``copies``: ask
+        for the copies recorded (`_record_copy`) as well."""
         result: Any = await self._read(
             keys=[self.keys.room_meta(key), self.keys.room_log(key)],
-            args=[mode, after, count],
+            args=[mode, after, count, int(copies)],
         )
         epoch = int(result[0]) if result[0] else 0
         seq = int(result[1]) if result[1] else 0
         if spelled is None:
             room = self._rooms.get(key)
             spelled = room.name if room is not None else key
-        rows: list[Row] = []
-        made: list[tuple[wire.Made, int, int]] = []
-        for i in range(2, len(result), 5):
-            rows.append(
+        stored = _Stored(epoch, seq)
+        for line in result[2].splitlines():
+            first, original, n = line.split("\t")
+            stored.copies[int(first)] = (int(original), int(n))
+        for i in range(3, len(result), 5):
+            stored.rows.append(
                 (spelled, result[i + 1], result[i + 2], int(result[i]), float(result[i + 3]))
             )
             if result[i + 4] and (batch := wire.decode_made(result[i + 4])) is not None:
-                made.append((batch[0], int(result[i]), batch[1]))
-        return epoch, seq, rows, made
+                stored.made.append((batch[0], int(result[i]), batch[1]))
+        return stored
 
     async def recent(self, room: str, count: int) -> tuple[ev.Message, ...]:
         """The room's last ``count`` messages, oldest first.  Raises ClusterUnavailable."""
         if count <= 0:
             return ()
         try:
-            _, _, rows, _ = await self._read_room(fold_name(room), "last", 0, count, room)
+            stored = await self._read_room(fold_name(room), "last", 0, count, room)
         except _REDIS_ERRORS as exc:
             self._note_down(exc)
             raise self._unavailable() from None
-        return tuple(ev.Message(*row) for row in reversed(rows))
+        return tuple(ev.Message(*row) for row in reversed(stored.rows))
 
     async def since(self, room: str, after: int, limit: int) -> tuple[tuple[ev.Message, ...], bool]:
         """Up to ``limit`` messages with ids above ``after``, and whether none were lost.
 
         A copy (`_copy_of`) of messages the client had (``after`` or before, in a
-        stream Redis has lost since) is left out if this node discarded it; a node
-        that did not (the room had no member here when the first copy came, or the
-        copy has not come yet) cannot tell it."""
+        stream Redis has lost since) is left out: those this node discarded, and
+        those any node recorded (`_record_copy`).  Only a copy no node that had the
+        first has seen yet is given."""
         key = fold_name(room)
         try:
-            epoch, seq, rows, _ = await self._read_room(key, "after", after, limit, room)
+            stored = await self._read_room(key, "after", after, limit, room, copies=True)
         except _REDIS_ERRORS as exc:
             self._note_down(exc)
             raise self._unavailable() from None
-        if (here := self._rooms.get(key)) is not None and here.copies:
+        rows, copies = stored.rows, stored.copies
+        if (here := self._rooms.get(key)) is not None:
+            copies.update(here.copies)
+        if copies:
             had: set[int] = set()
-            for first, (original, count) in here.copies.items():
+            for first, (original, count) in copies.items():
                 # (the first copy's ids up to ``after`` reached the client)
                 had.update(range(first, first + min(count, after - original + 1)))
             rows = [row for row in rows if row[3] not in had]
         if rows:
             complete = rows[0][3] == after + 1
         else:
+            epoch, seq = stored.epoch, stored.seq
             complete = bool(epoch) and seq <= after or not epoch and after == 0
         return tuple(ev.Message(*row) for row in rows), complete
 
@@ -1232,13 +1246,14 @@ class Backplane:
         if feed.first_ahead() is not None:
             self._start_fill(room)
 
-    def _offer_stored(
-        self, room: _Room, epoch: int, rows: list[Row], made: list[tuple[wire.Made, int, int]]
-    ) -> list[Row]:
+    def _offer_stored(self, room: _Room, stored: _Stored) -> list[Row]:
         """`RoomFeed.offer` of rows read from the stream, the copies among them
         discarded (`_copy_of`)."""
         feed = room.feed
-        copies = [(f, n) for publish, f, n in made if self._copy_of(room, publish, epoch, f, n)]
+        epoch, rows = stored.epoch, stored.rows
+        copies = [
+            (f, n) for publish, f, n in stored.made if self._copy_of(room, publish, epoch, f, n)
+        ]
         if not copies:
             return feed.offer(epoch, rows)
         out = []
@@ -1269,11 +1284,31 @@ class Backplane:
                 room.copies[first] = (known[2], count)
                 if len(room.copies) > COPIES_KEPT:
                     del room.copies[next(iter(room.copies))]
+                self._spawn(self._record_copy, room, epoch, first, known[2], count)
                 return True
             # (the first copy never reached the members here: this one does)
         if known is None or (epoch, first) > known[1:]:  # (a fill may bring older ones)
             room.made[made[0]] = (made, epoch, first)
         return False
+
+    async def _record_copy(
+        self, room: _Room, epoch: int, first: int, original: int, count: int
+    ) -> None:
+        """Tell Redis that a batch is a copy, for `since` on the nodes that did not
+        deliver the first (a client may resume on any node).  Best effort: if Redis
+        cannot be told, this node's `since` still knows it."""
+        try:
+            await self._record_copy_script(
+                keys=[self.keys.room_meta(room.key)], args=[epoch, first, original, count]
+            )
+        except _REDIS_ERRORS as exc:
+            logger.info(
+                "cluster: room %s: could not record a copy (ids %d-%d): %s",
+                room.name,
+                first,
+                first + count - 1,
+                _describe(exc),
+            )
 
     # -- handing messages to the listener ------------------------------------------------
 
@@ -1386,11 +1421,10 @@ class Backplane:
             while self._rooms.get(room.key) is room:
                 feed = room.feed
                 start = feed.last + 1
-                epoch, seq, rows, made = await self._read_room(
-                    room.key, "after", feed.last, FILL_CHUNK
-                )
-                feed.note_head(epoch, seq)
-                out = self._offer_stored(room, epoch, rows, made) if epoch else []
+                stored = await self._read_room(room.key, "after", feed.last, FILL_CHUNK)
+                rows = stored.rows
+                feed.note_head(stored.epoch, stored.seq)
+                out = self._offer_stored(room, stored) if stored.epoch else []
                 if feed.last < start and feed.gap() is not None:
                     # The stream no longer holds what comes next: give it up.
                     candidates = [row[3] for row in rows if row[3] > feed.last]
@@ -1519,6 +1553,20 @@ class Backplane:
                 users.append((name, room, node))
             i += 2 + count
         return Roster(tuple(sorted(nodes)), tuple(users))
+
+
+@attrs.define(eq=False)
+class _Stored:
+    """What `Backplane._read_room` read: epoch and seq (0 for a room without a
+    stream), rows, ``made`` (publish, first id, count) of each batch whose first
+    entry is among the rows, and, if asked, the copies recorded (first id -> the
+    first copy's first id, count)."""
+
+    epoch: int
+    seq: int
+    rows: list[Row] = attrs.Factory(list)
+    made: list[tuple[wire.Made, int, int]] = attrs.Factory(list)
+    copies: dict[int, tuple[int, int]] = attrs.Factory(dict)
 
 
 @attrs.define(eq=False)

@@ -12,7 +12,9 @@ key                            type    what
 ``node:{N}:inc``               string  the incarnation running as node N (a lease)
 ``node:{N}:users``             hash    folded name -> ``Name<TAB>room`` of N's users
 ``name:<folded name>``         string  the name's lease: ``node<TAB>inc<TAB>Name<TAB>n``
-``room:{R}:meta``              hash    ``epoch``, ``seq`` (last id), ``n:<node>`` (dedup)
+``room:{R}:meta``              hash    ``epoch``, ``seq`` (last id), ``n:<node>`` (dedup),
+                                       ``c:<id>`` (a copy's first id: the first
+                                       copy's first id and count, `scripts.RECORD_COPY`)
 ``room:{R}:log``               stream  the room's messages, entry id ``<msg id>-0``:
                                        ``f`` sender, ``t`` text, ``s`` ts, and on a
                                        batch's first, ``b`` (the publish that made it)

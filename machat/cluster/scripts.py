@@ -12,7 +12,17 @@ see README ("Beyond one Redis") for what Redis Cluster would change.
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "GROUP", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ", "ROSTER", "ROUTE"]
+__all__ = [
+    "CLAIM",
+    "GROUP",
+    "HEARTBEAT",
+    "PRESENCE",
+    "PUBLISH",
+    "READ",
+    "RECORD_COPY",
+    "ROSTER",
+    "ROUTE",
+]
 
 #: Append a batch of lines to a room: number them, store them, publish them.
 #:
@@ -90,12 +100,24 @@ return {sfirst, epoch, ts, 0}
 #: Read a room: its epoch and last id, and stored messages.
 #:
 #: KEYS: meta, log.  ARGV: mode (``after``: ids > ARGV[2], oldest first; ``last``:
-#: the newest ARGV[3], newest first), id, count.  Returns {epoch, seq, id, sender,
-#: text, ts, made, ...}; epoch and seq are ``""`` when the room has no stream, and
-#: ``made`` is the publish a batch's first entry names (`PUBLISH`), else ``""``.
+#: the newest ARGV[3], newest first), id, count, and ``1`` to be told the copies
+#: (optional).  Returns {epoch, seq, copies, id, sender, text, ts, made, ...};
+#: epoch and seq are ``""`` when the room has no stream, and ``made`` is the publish
+#: a batch's first entry names (`PUBLISH`), else ``""``.  ``copies`` (``""`` unless
+#: asked) has a line ``first<TAB>original<TAB>count`` for each batch a node found
+#: to be a copy of one published before Redis lost the stream (`RECORD_COPY`).
 READ = r"""
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
 local seq = redis.call('HGET', KEYS[1], 'seq') or ''
+local copies = ''
+if ARGV[4] == '1' then
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 2) == 'c:' then
+      copies = copies .. string.sub(fields[i], 3) .. '\t' .. fields[i + 1] .. '\n'
+    end
+  end
+end
 local entries
 if ARGV[3] == '0' then
   entries = {}
@@ -104,7 +126,7 @@ elseif ARGV[1] == 'after' then
 else
   entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[3])
 end
-local out = {epoch, seq}
+local out = {epoch, seq, copies}
 for _, e in ipairs(entries) do
   local f = e[2]
   local m = {}
@@ -116,6 +138,17 @@ for _, e in ipairs(entries) do
   table.insert(out, m['b'] or '')
 end
 return out
+"""
+
+#: Note that a batch is a copy (`Backplane._copy_of`): KEYS: meta.  ARGV: the
+#: stream's epoch, the copy's first id, the first copy's first id, count.  Only in
+#: that stream (if Redis lost it again, the note would be of ids nobody holds).
+#: `READ` gives the notes to `Backplane.since` on every node.
+RECORD_COPY = r"""
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'c:' .. ARGV[2], ARGV[3] .. '\t' .. ARGV[4])
+end
+return 0
 """
 
 #: Claim a name's lease: KEYS: lease.  ARGV: value, lease ms.  Returns 1 if ours.

@@ -352,6 +352,26 @@ async def _delivered_once_each(a, b, c, first: int, copy: int, after: int) -> No
     assert c.bp.statistics().copies_discarded == 0
 
 
+async def _since_leaves_the_copy_out_everywhere(start_node, redis, c, first: int, copy: int):
+    """A client that had the first copy may resume on a node that never did: c, whose
+    members had only the copy, or d, with no member in the room.  Both hear it from
+    Redis, where the nodes that discarded the copy recorded it."""
+
+    async def recorded() -> bool:
+        return f"c:{copy}" in redis.cli("HKEYS", c.bp.keys.room_meta("dev")).split()
+
+    await eventually(recorded)
+    d = await start_node("d")
+    for node in (c, d):
+        messages, complete = await node.bp.since("dev", first, 10)
+        assert [m.text for m in messages] == ["after"] and not complete
+        # One who had not got it yet is given it, and one who had the copy is not.
+        messages, _ = await node.bp.since("dev", first - 1, 10)
+        assert [m.text for m in messages] == ["said once", "after"]
+        messages, complete = await node.bp.since("dev", copy, 10)
+        assert [m.text for m in messages] == ["after"] and complete
+
+
 async def test_a_publish_sent_again_after_redis_came_back_empty_is_delivered_once(
     start_node, redis
 ) -> None:
@@ -368,6 +388,11 @@ async def test_a_publish_sent_again_after_redis_came_back_empty_is_delivered_onc
     messages, _ = await b.bp.since("dev", first - 1, 10)
     assert [m.text for m in messages] == ["said once", "after"]
     assert [m.text for m in await b.bp.recent("dev", 10)] == ["said once", "after"]
+    await _since_leaves_the_copy_out_everywhere(start_node, redis, c, first, copy)
+    # A record for another stream (one Redis lost since) is not kept.
+    room = a.bp._rooms["dev"]
+    await a.bp._record_copy(room, room.feed.epoch + 1, after + 1, first, 1)
+    assert f"c:{after + 1}" not in redis.cli("HKEYS", a.bp.keys.room_meta("dev")).split()
 
 
 async def test_a_room_remembers_each_nodes_last_publish_only(start_node) -> None:
@@ -402,6 +427,7 @@ async def test_a_copy_read_from_the_stream_is_not_delivered_again(start_node, re
     for node, before in zip((a, b, c), sessions, strict=True):
         assert node.bp.statistics().sessions > before
         assert node.bp.statistics().gaps_filled >= 1
+    await _since_leaves_the_copy_out_everywhere(start_node, redis, c, first, copy)
 
 
 async def test_a_moderation_action_waits_for_redis_then_reaches_the_others(
