@@ -252,6 +252,10 @@ def main() -> int:
         "runs (default 3000, as issue 8's bursts; longer runs swing less)",
     )  # fmt: skip
     parser.add_argument(
+        "--window", type=int, metavar="W", help="loadgen-c's delivery window in the "
+        "full-load runs (default its own, 64): how many messages it keeps in flight",
+    )  # fmt: skip
+    parser.add_argument(
         "--pin",
         default="auto",
         help="CPU placement: auto (the nodes on the first CPU, Redis and the generator on"
@@ -268,7 +272,8 @@ def main() -> int:
         m = str(args.messages)
 
     def one_room(receivers: int, *paced: str) -> list[str]:
-        return ["fanout", "-C", str(receivers), "-S", "3", "-M", pm if paced else m, *paced]
+        load = [*paced] if paced else ["--window", str(args.window)] if args.window else []
+        return ["fanout", "-C", str(receivers), "-S", "3", "-M", pm if paced else m, *load]
 
     def rooms(k: int) -> list[str]:
         count, m_rooms = ("30", "30") if quick else ("100", "150")

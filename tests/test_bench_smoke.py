@@ -261,11 +261,12 @@ CLUSTER = REPO / "bench" / "cluster.py"
 @pytest.mark.cluster
 def test_cluster_py_quick(tmp_path: Path) -> None:
     """One plain node, then 1-3 nodes on a fresh Redis, one room and many rooms:
-    every run completes with nothing lost, with each node's and Redis's CPU.  Where
+    every run completes with nothing lost, with each node's and Redis's CPU, and
+    the full-load runs with the window asked for.  Where
     loadgen-c cannot be built, the script says so and exits 2."""
     out = tmp_path / "rows.jsonl"
     proc = subprocess.run(
-        [sys.executable, str(CLUSTER), "--quick", "--json", str(out)],
+        [sys.executable, str(CLUSTER), "--quick", "--window", "100", "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -291,6 +292,8 @@ def test_cluster_py_quick(tmp_path: Path) -> None:
         assert len(row["node_sleeps_per_1000_messages"]) == row["nodes"]
         assert all(n > 0 for n in row["node_sleeps_per_1000_messages"])  # (it waits at times)
         assert (row.get("redis_cpu_us_per_message", 0) > 0) == row["redis"]
+        # (--window reaches the generator in the full-load runs, and only there)
+        assert ("--window 100" in row["scenario"]) == row["scenario"].startswith("fanout")
     assert sum("x one node serving as many members" in x for x in proc.stdout.splitlines()) == 4
     # Placed by default as `--pin auto`: the nodes on the first CPU, Redis on the others.
     cpus = sorted(os.sched_getaffinity(0))
