@@ -266,7 +266,7 @@ def test_cluster_py_quick(tmp_path: Path) -> None:
     loadgen-c cannot be built, the script says so and exits 2."""
     out = tmp_path / "rows.jsonl"
     proc = subprocess.run(
-        [sys.executable, str(CLUSTER), "--quick", "--window", "100", "--json", str(out)],
+        [sys.executable, str(CLUSTER), "--quick", "--window", "64,100", "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -280,11 +280,13 @@ def test_cluster_py_quick(tmp_path: Path) -> None:
     *rows, last = [json.loads(line) for line in out.read_text().splitlines()]
     summary = last["summary"]  # the same rows, the cluster ones with their ratio
     ratios = [r.pop("ratio_to_single_node") for r in summary if "ratio_to_single_node" in r]
-    assert summary == rows and len(ratios) == 4 and all(x > 0 for x in ratios)
+    assert summary == rows and len(ratios) == 7 and all(x > 0 for x in ratios)
+    one_room = [(1, False), (1, True), (1, False), (2, True), (1, False), (3, True)]
     assert [(r["nodes"], r["redis"]) for r in rows] == [
-        (1, False), (1, True), (1, False), (2, True), (1, False), (3, True),
-        (1, False), (1, False), (3, True),
+        *one_room, *one_room, (1, False), (1, False), (3, True),
     ]  # fmt: skip
+    # (full load once for each window asked for, in turn)
+    assert [r["scenario"].split("--window ")[-1] for r in rows[:12]] == ["64"] * 6 + ["100"] * 6
     for row in rows:
         assert row["completed"] and row["loss_pct"] == 0, row
         assert len(row["node_cpu_us_per_own_delivery"]) == row["nodes"]
@@ -292,9 +294,8 @@ def test_cluster_py_quick(tmp_path: Path) -> None:
         assert len(row["node_sleeps_per_1000_messages"]) == row["nodes"]
         assert all(n > 0 for n in row["node_sleeps_per_1000_messages"])  # (it waits at times)
         assert (row.get("redis_cpu_us_per_message", 0) > 0) == row["redis"]
-        # (--window reaches the generator in the full-load runs, and only there)
-        assert ("--window 100" in row["scenario"]) == row["scenario"].startswith("fanout")
-    assert sum("x one node serving as many members" in x for x in proc.stdout.splitlines()) == 4
+        assert ("--window" in row["scenario"]) == row["scenario"].startswith("fanout")
+    assert sum("x one node serving as many members" in x for x in proc.stdout.splitlines()) == 7
     # Placed by default as `--pin auto`: the nodes on the first CPU, Redis on the others.
     cpus = sorted(os.sched_getaffinity(0))
     nodes_on, redis_on = (cpus[:1], cpus[1:]) if len(cpus) > 1 else (cpus, cpus)
