@@ -16,8 +16,8 @@ said in a room, whatever its number of recipients).  This machine has 2 cores sh
 by nodes, Redis and the load generator: it measures cost, not capacity.
 
 Full load runs once for each ``--window`` (what loadgen-c keeps in flight): at its
-own 64 a plain node serving 150 members delivered 18.8 M a second, at 512 39.7 M
-(f7c6493, pinned, medians of 3), so the first measures passes the generator keeps
+own 64 a plain node serving 150 members delivered 19.2 M a second, at 512 33.7 M
+(336ab95, pinned, medians of 3), so the first measures passes the generator keeps
 small and the second a node that is saturated.
 
 Placement (``--pin``, as in ``bench/run.py``): by default the nodes -- plain or in the

@@ -352,7 +352,9 @@ async def _delivered_once_each(a, b, c, first: int, copy: int, after: int) -> No
     assert c.bp.statistics().copies_discarded == 0
 
 
-async def _since_leaves_the_copy_out_everywhere(start_node, redis, c, first: int, copy: int):
+async def _since_leaves_the_copy_out_everywhere(
+    start_node, redis, c, first: int, copy: int
+) -> None:
     """A client that had the first copy may resume on a node that never did: c, whose
     members had only the copy, or d, with no member in the room.  Both hear it from
     Redis, where the nodes that discarded the copy recorded it."""
